@@ -1,0 +1,1 @@
+"""The shipped default models (see README.md here); installed as `stkcodec.models`."""

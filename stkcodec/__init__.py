@@ -1,0 +1,46 @@
+"""stkc: a learned image codec for SuperTuxKart frames.
+
+    import stkcodec
+    data = stkcodec.compress(image)        # PIL image -> .stkc bytes (default model)
+    image = stkcodec.decompress(data)      # .stkc bytes -> PIL image
+    Image.open("frame.stkc")               # Pillow reads .stkc once stkcodec is imported
+"""
+
+__version__ = "0.1.0"
+
+from .errors import BadInputError, ModelMismatchError, OutputError, StkcError  # noqa: E402
+from .pillow_plugin import register as _register_pillow  # noqa: E402
+
+_register_pillow()
+
+
+def compress(image):
+    """One PIL image -> `.stkc` bytes, with the shipped default model (loaded once)."""
+    from .codec import compress as run
+
+    return run(image)
+
+
+def decompress(data: bytes):
+    """`.stkc` bytes -> an RGB PIL image of the original size, with the shipped default model."""
+    from .codec import decompress as run
+
+    return run(data)
+
+
+def compress_many(images):
+    """Many PIL images -> `.stkc` bytes each (batched; same bytes as one by one)."""
+    from .codec import default_codec
+
+    return default_codec().compress_many(images)
+
+
+def decompress_many(files):
+    """Many `.stkc` byte strings -> PIL images (batched)."""
+    from .codec import default_codec
+
+    return default_codec().decompress_many(files)
+
+
+__all__ = ["BadInputError", "ModelMismatchError", "OutputError", "StkcError", "__version__",
+           "compress", "compress_many", "decompress", "decompress_many"]

@@ -1,0 +1,165 @@
+"""Images <-> `.stkc` bytes: tokenizer windows, exact prior, range coder and container.
+
+The tokenizer runs on windows of WINDOW×WINDOW grid cells plus a halo of its receptive
+radius, so memory is bounded for any image size and every cell sees the same neighbours it
+would see in a whole-image pass.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import bitstream
+from .bitstream import Header
+from .coder import decode_grids, encode_grids
+from .errors import BadInputError, ModelMismatchError
+from .tokenizer import Tokenizer
+from .zoo import CodecModel
+
+WINDOW = 48  # grid cells per side of a tokenizer window (halo excluded)
+IMAGES_PER_BATCH = 32
+MAX_SIDE = 65535  # the header stores width and height as uint16
+
+
+def _windows(rows: int, cols: int) -> list[tuple[int, int, int, int]]:
+    return [(r, min(r + WINDOW, rows), c, min(c + WINDOW, cols))
+            for r in range(0, rows, WINDOW) for c in range(0, cols, WINDOW)]
+
+
+def _padded_array(image: Image.Image, patch: int) -> np.ndarray:
+    array = np.asarray(image.convert("RGB"))
+    pad_h, pad_w = -array.shape[0] % patch, -array.shape[1] % patch
+    return np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge") if pad_h or pad_w else array
+
+
+def image_tokens(tokenizer: Tokenizer, images: Sequence[Image.Image]) -> list[torch.Tensor]:
+    """RGB images of one size -> their token grids (rows, cols), window by window."""
+    p, halo = tokenizer.config.patch_size, tokenizer.grid_radius
+    rows, cols = tokenizer.grid_shape(images[0].height, images[0].width)
+    grids = torch.empty(len(images), rows, cols, dtype=torch.int64)
+    for start in range(0, len(images), IMAGES_PER_BATCH):
+        arrays = np.stack([_padded_array(image, p) for image in images[start : start + IMAGES_PER_BATCH]])
+        for r0, r1, c0, c1 in _windows(rows, cols):
+            h0, h1, w0, w1 = max(0, r0 - halo), min(rows, r1 + halo), max(0, c0 - halo), min(cols, c1 + halo)
+            pixels = torch.from_numpy(arrays[:, h0 * p : h1 * p, w0 * p : w1 * p]).permute(0, 3, 1, 2).float() / 255
+            tokens = tokenizer.encode_index(pixels)
+            grids[start : start + len(arrays), r0:r1, c0:c1] = tokens[:, r0 - h0 : r1 - h0, c0 - w0 : c1 - w0]
+    return list(grids)
+
+
+def token_images(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tuple[int, int]) -> list[Image.Image]:
+    """Token grids of one shape -> RGB images of `size` (width, height), window by window."""
+    p, halo = tokenizer.config.patch_size, tokenizer.grid_radius
+    rows, cols = grids[0].shape
+    width, height = size
+    images = []
+    for start in range(0, len(grids), IMAGES_PER_BATCH):
+        batch = torch.stack(list(grids[start : start + IMAGES_PER_BATCH]))
+        canvas = np.empty((len(batch), rows * p, cols * p, 3), dtype=np.uint8)
+        for r0, r1, c0, c1 in _windows(rows, cols):
+            h0, h1, w0, w1 = max(0, r0 - halo), min(rows, r1 + halo), max(0, c0 - halo), min(cols, c1 + halo)
+            pixels = tokenizer.decode_index(batch[:, h0:h1, w0:w1])  # (B, 3, (h1-h0)p, (w1-w0)p)
+            core = pixels[:, :, (r0 - h0) * p : (r1 - h0) * p, (c0 - w0) * p : (c1 - w0) * p]
+            canvas[:, r0 * p : r1 * p, c0 * p : c1 * p] = (core * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        images.extend(Image.fromarray(np.ascontiguousarray(a[:height, :width]), "RGB") for a in canvas)
+    return images
+
+
+class Codec:
+    """Compress and decompress with one codec model; reuse an instance for many images."""
+
+    def __init__(self, model: CodecModel | str | None = None, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> None:
+        self.model = model if isinstance(model, CodecModel) else CodecModel.load(model)
+        self.max_pixels = max_pixels
+
+    def compress_many(self, images: Sequence[Image.Image]) -> list[bytes]:
+        """RGB (or any mode, converted) PIL images -> `.stkc` bytes each."""
+        model = self.model
+        results: list[bytes | None] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            if image.width > MAX_SIDE or image.height > MAX_SIDE or image.width * image.height > self.max_pixels:
+                raise BadInputError(f"image {index}: {image.width}x{image.height} exceeds the size limit")
+            if image.width == 0 or image.height == 0:
+                raise BadInputError(f"image {index}: empty image")
+            by_size.setdefault(image.size, []).append(index)
+        with torch.inference_mode():
+            for size, members in by_size.items():
+                grids = image_tokens(model.tokenizer, [images[i].convert("RGB") for i in members])
+                payloads = encode_grids(model.exact_prior, grids, model.tile)
+                for index, grid, payload in zip(members, grids, payloads):
+                    header = Header(model.model_id, size[0], size[1], model.tokenizer.config.patch_size,
+                                    model.tile[0], model.tile[1], len(payload), bitstream.token_checksum(grid.numpy()))
+                    results[index] = header.pack() + payload
+        return results
+
+    def compress(self, image: Image.Image) -> bytes:
+        return self.compress_many([image])[0]
+
+    def tokens_many(self, files: Sequence[bytes], names: Sequence[str] | None = None) -> list[tuple[Header, torch.Tensor]]:
+        """`.stkc` bytes -> (header, token grid) each, checksum verified."""
+        names = list(names or [f"input {i}" for i in range(len(files))])
+        parsed = [bitstream.parse(data, max_pixels=self.max_pixels, name=name) for data, name in zip(files, names)]
+        for (header, _), name in zip(parsed, names):
+            self._check(header, name)
+        groups: dict[tuple, list[int]] = {}
+        for index, (header, _) in enumerate(parsed):
+            groups.setdefault((header.grid, header.tile_rows, header.tile_cols), []).append(index)
+        grids: list[torch.Tensor | None] = [None] * len(files)
+        with torch.inference_mode():
+            for (grid, tile_rows, tile_cols), members in groups.items():
+                decoded = decode_grids(self.model.exact_prior, [parsed[i][1] for i in members], [grid] * len(members),
+                                       (tile_rows, tile_cols), names=[names[i] for i in members])
+                for index, tokens in zip(members, decoded):
+                    if bitstream.token_checksum(tokens.numpy()) != parsed[index][0].token_crc32:
+                        raise BadInputError(f"{names[index]}: decoded tokens fail the checksum (corrupt file, or "
+                                            "this machine computes different probabilities than the encoder's)")
+                    grids[index] = tokens
+        return [(header, grid) for (header, _), grid in zip(parsed, grids)]
+
+    def decompress_many(self, files: Sequence[bytes], names: Sequence[str] | None = None) -> list[Image.Image]:
+        decoded = self.tokens_many(files, names)
+        images: list[Image.Image | None] = [None] * len(files)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, (header, _) in enumerate(decoded):
+            groups.setdefault((header.width, header.height), []).append(index)
+        with torch.inference_mode():
+            for size, members in groups.items():
+                for index, image in zip(members, token_images(self.model.tokenizer, [decoded[i][1] for i in members], size)):
+                    images[index] = image
+        return images
+
+    def decompress(self, data: bytes, name: str = "input") -> Image.Image:
+        return self.decompress_many([data], [name])[0]
+
+    def _check(self, header: Header, name: str) -> None:
+        model = self.model
+        if header.model_id != model.model_id:
+            raise ModelMismatchError(f"{name}: made by model {header.model_id.hex()}, "
+                                     f"this one is {model.model_id.hex()} (pass the right --model)")
+        if header.patch_size != model.tokenizer.config.patch_size:
+            raise BadInputError(f"{name}: patch size {header.patch_size} does not fit the model's "
+                                f"{model.tokenizer.config.patch_size}")
+        if header.tile_rows > model.prior.config.max_rows or header.tile_cols > model.prior.config.max_cols:
+            raise BadInputError(f"{name}: tile {header.tile_rows}x{header.tile_cols} exceeds the prior's positions")
+
+
+@functools.cache
+def default_codec() -> Codec:
+    """The shipped default model, loaded once per process."""
+    return Codec()
+
+
+def compress(image: Image.Image) -> bytes:
+    """One PIL image -> `.stkc` bytes, with the shipped default model."""
+    return default_codec().compress(image)
+
+
+def decompress(data: bytes) -> Image.Image:
+    """`.stkc` bytes -> an RGB PIL image of the original size, with the shipped default model."""
+    return default_codec().decompress(data)

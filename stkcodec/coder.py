@@ -1,0 +1,115 @@
+"""Range coding of token grids with the exact prior (constriction's queue coder).
+
+A grid is cut into tiles of tile_rows×tile_cols tokens (raster order of tiles); each tile is
+coded with a fresh context, so tiles cost a little at their borders but any image size works
+with the prior's fixed position tables and bounded memory. Tiles of one shape are coded
+together in chunks of CHUNK_TILES; inside a chunk the symbols go position-major (token 0 of
+every tile, then token 1 of every tile...) so a decoder can run the chunk's tiles as one
+batch. Every probability comes from `ExactPrior`, so encoder and decoder agree to the bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import constriction
+import numpy as np
+import torch
+
+from .errors import BadInputError
+from .exact import ExactPrior
+
+CHUNK_TILES = 16  # part of the format: it fixes the order of the symbols
+MAX_BATCH_TILES = 64  # how many tiles one batched prior call may carry (speed only)
+FAMILY = constriction.stream.model.Categorical(perfect=False)
+
+Tile = tuple[int, int, int, int]  # row0, row1, col0, col1 on the token grid
+
+
+def tile_layout(rows: int, cols: int, tile_rows: int, tile_cols: int) -> list[Tile]:
+    return [(r, min(r + tile_rows, rows), c, min(c + tile_cols, cols))
+            for r in range(0, rows, tile_rows) for c in range(0, cols, tile_cols)]
+
+
+def coding_chunks(rows: int, cols: int, tile_rows: int, tile_cols: int) -> list[list[Tile]]:
+    """Tiles grouped by shape (in order of first appearance), cut into chunks of CHUNK_TILES."""
+    groups: dict[tuple[int, int], list[Tile]] = {}
+    for tile in tile_layout(rows, cols, tile_rows, tile_cols):
+        groups.setdefault((tile[1] - tile[0], tile[3] - tile[2]), []).append(tile)
+    return [tiles[i : i + CHUNK_TILES] for tiles in groups.values() for i in range(0, len(tiles), CHUNK_TILES)]
+
+
+def _cut(grid: torch.Tensor, chunk: list[Tile]) -> torch.Tensor:
+    return torch.stack([grid[r0:r1, c0:c1] for r0, r1, c0, c1 in chunk])  # (n, th, tw)
+
+
+def _group_by_shape(shapes: list[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(index)
+    return groups
+
+
+def _member_batches(members: list[int], chunk: list[Tile]) -> Iterator[list[int]]:
+    per_batch = max(1, MAX_BATCH_TILES // len(chunk))
+    for start in range(0, len(members), per_batch):
+        yield members[start : start + per_batch]
+
+
+def encode_grids(prior: ExactPrior, grids: list[torch.Tensor], tile: tuple[int, int]) -> list[bytes]:
+    """Token grids (rows, cols) -> one payload (bytes, whole 32-bit words) per grid.
+
+    Grids of one shape share batched teacher-forced passes; the integers, hence the bytes,
+    are the same as coding each grid alone.
+    """
+    encoders = [constriction.stream.queue.RangeEncoder() for _ in grids]
+    for shape, members in _group_by_shape([tuple(g.shape) for g in grids]).items():
+        for chunk in coding_chunks(*shape, *tile):
+            for batch in _member_batches(members, chunk):
+                tiles = torch.cat([_cut(grids[i], chunk) for i in batch])  # (len(batch)*n, th, tw)
+                weights = prior.weights(prior.logits(tiles))  # (len(batch)*n, T, V)
+                for slot, index in enumerate(batch):
+                    own = slice(slot * len(chunk), (slot + 1) * len(chunk))
+                    symbols = tiles[own].flatten(1).t().reshape(-1).numpy().astype(np.int32)  # position-major
+                    probabilities = weights[own].transpose(1, 0, 2).reshape(len(symbols), -1)
+                    encoders[index].encode(symbols, FAMILY, probabilities)
+    return [encoder.get_compressed().astype("<u4").tobytes() for encoder in encoders]
+
+
+def decode_grids(prior: ExactPrior, payloads: list[bytes], shapes: list[tuple[int, int]],
+                 tile: tuple[int, int], *, names: list[str] | None = None) -> list[torch.Tensor]:
+    """Payloads -> token grids of the given (rows, cols) shapes.
+
+    Grids of the same shape are decoded together: their chunks have the same shapes in the
+    same order, so chunk k of every such grid runs as one batch through the KV cache.
+    """
+    names = names or [f"input {i}" for i in range(len(payloads))]
+    decoders = [constriction.stream.queue.RangeDecoder(np.frombuffer(p, dtype="<u4").astype(np.uint32)) for p in payloads]
+    grids = [torch.empty(shape, dtype=torch.int64) for shape in shapes]
+    for shape, members in _group_by_shape(shapes).items():
+        for chunk in coding_chunks(*shape, *tile):
+            for batch in _member_batches(members, chunk):
+                try:
+                    _decode_chunk(prior, [decoders[i] for i in batch], [grids[i] for i in batch], chunk)
+                except (ValueError, RuntimeError, AssertionError, OverflowError) as error:
+                    culprit = names[batch[0]] if len(batch) == 1 else "one of " + ", ".join(names[i] for i in batch)
+                    raise BadInputError(f"{culprit}: corrupt payload ({error})") from None
+    return grids
+
+
+def _decode_chunk(prior: ExactPrior, decoders: list, grids: list[torch.Tensor], chunk: list[Tile]) -> None:
+    tile_rows, tile_cols = chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2]
+    count = len(decoders) * len(chunk)
+    length = tile_rows * tile_cols
+    cache = prior.new_cache(count, length)
+    previous = torch.full((count,), prior.start_token, dtype=torch.int64)
+    symbols = np.empty((count, length), dtype=np.int64)
+    for position in range(length):
+        weights = prior.weights(prior.step(previous, position, tile_cols, cache))  # (count, V)
+        for slot in range(count):
+            decoder = decoders[slot // len(chunk)]
+            symbols[slot, position] = decoder.decode(FAMILY, weights[slot : slot + 1])[0]
+        previous = torch.from_numpy(symbols[:, position].copy())
+    for slot in range(count):
+        r0, r1, c0, c1 = chunk[slot % len(chunk)]
+        grids[slot // len(chunk)][r0:r1, c0:c1] = torch.from_numpy(symbols[slot].reshape(tile_rows, tile_cols))

@@ -1,0 +1,190 @@
+"""Training data: folders of images decoded once into a uint8 cache, and token grids.
+
+Both sources hand the training loop random batches; each DDP process samples from its own
+shard (every `world`-th item starting at its `rank`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .errors import BadInputError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".avif"}
+CROP = (100, 150)  # (H, W) of a training crop: one SuperTuxKart frame
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Every image file under `folder`, recursively, in a stable order."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise BadInputError(f"{folder}: not a folder of images")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise BadInputError(f"{folder}: no images found")
+    return paths
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("STKC_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "stkc")
+    return Path(base).expanduser()
+
+
+def _load_frame(path: Path, crop: tuple[int, int]) -> np.ndarray:
+    """Decode one image to RGB uint8 (H, W, 3), at least `crop` in size, at most 4× it."""
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise BadInputError(f"{path}: cannot read image ({error})") from None
+    ch, cw = crop
+    if image.height > 4 * ch and image.width > 4 * cw:
+        scale = max(4 * ch / image.height, 4 * cw / image.width)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+    array = np.asarray(image)
+    pad_h, pad_w = max(0, ch - array.shape[0]), max(0, cw - array.shape[1])
+    if pad_h or pad_w:
+        array = np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return array
+
+
+class ImageFolder:
+    """Images of a folder, decoded once (cached on disk), served as random float crops."""
+
+    def __init__(self, folder: str | Path, *, crop: tuple[int, int] = CROP, cache: bool = True) -> None:
+        self.folder = str(folder)
+        self.crop = crop
+        self.paths = find_images(folder)
+        self.frames = self._load(cache)
+
+    def _load(self, cache: bool) -> list[np.ndarray] | np.ndarray:
+        key = hashlib.sha256(repr(self.crop).encode())
+        for path in self.paths:
+            stat = path.stat()
+            key.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        cache_file = _cache_dir() / f"frames-{key.hexdigest()[:16]}.npz"
+        if cache and cache_file.exists():
+            with np.load(cache_file) as stored:
+                return stored["frames"] if "frames" in stored else [stored[k] for k in sorted(stored, key=int)]
+        frames = [_load_frame(path, self.crop) for path in self.paths]
+        if len({frame.shape for frame in frames}) == 1:
+            frames = np.stack(frames)  # (N, H, W, 3): one block of memory
+        if cache:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache_file.with_suffix(".tmp.npz")
+            if isinstance(frames, np.ndarray):
+                np.savez(partial, frames=frames)
+            else:
+                np.savez(partial, **{str(i): f for i, f in enumerate(frames)})
+            os.replace(partial, cache_file)
+        return frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def describe(self) -> dict:
+        return {"folder": os.path.abspath(self.folder), "images": len(self)}
+
+    def sample(self, batch_size: int, generator: torch.Generator, *, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """A random batch (B, 3, H, W) float in [0, 1]: random crops, random horizontal flips."""
+        shard = torch.arange(rank, len(self), world)
+        picks = shard[torch.randint(len(shard), (batch_size,), generator=generator)].tolist()
+        ch, cw = self.crop
+        batch = np.empty((batch_size, ch, cw, 3), dtype=np.uint8)
+        for i, index in enumerate(picks):
+            frame = self.frames[index]
+            top = int(torch.randint(frame.shape[0] - ch + 1, (1,), generator=generator))
+            left = int(torch.randint(frame.shape[1] - cw + 1, (1,), generator=generator))
+            crop = frame[top : top + ch, left : left + cw]
+            batch[i] = crop[:, ::-1] if torch.rand((), generator=generator) < 0.5 else crop
+        return torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255
+
+    def batches(self, batch_size: int, *, limit: int | None = None):
+        """Whole frames in order (for evaluation): (B, 3, H, W) float batches."""
+        count = len(self) if limit is None else min(limit, len(self))
+        for start in range(0, count, batch_size):
+            chunk = [self.frames[i] for i in range(start, min(count, start + batch_size))]
+            if len({c.shape for c in chunk}) > 1:
+                ch, cw = self.crop
+                chunk = [c[:ch, :cw] for c in chunk]
+            yield torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() / 255
+
+
+class TokenGrids:
+    """Token grids from `stkc tokenize`, served as random crops of the grid (no flips:
+    a flipped image does not have flipped tokens)."""
+
+    def __init__(self, tokens: torch.Tensor, *, source: dict, crop: tuple[int, int] | None = None) -> None:
+        self.tokens = tokens  # (N, h, w) int64
+        self.source = source
+        self.crop = crop or tuple(tokens.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def describe(self) -> dict:
+        return {**self.source, "grids": len(self)}
+
+    def sample(self, batch_size: int, generator: torch.Generator, *, rank: int = 0, world: int = 1) -> torch.Tensor:
+        shard = torch.arange(rank, len(self), world)
+        picks = shard[torch.randint(len(shard), (batch_size,), generator=generator)]
+        ch, cw = self.crop
+        top = int(torch.randint(self.tokens.shape[1] - ch + 1, (1,), generator=generator))
+        left = int(torch.randint(self.tokens.shape[2] - cw + 1, (1,), generator=generator))
+        return self.tokens[picks, top : top + ch, left : left + cw]
+
+    def batches(self, batch_size: int, *, limit: int | None = None):
+        count = len(self) if limit is None else min(limit, len(self))
+        for start in range(0, count, batch_size):
+            yield self.tokens[start : min(count, start + batch_size)]
+
+
+TOKENS_FORMAT = "stkc-tokens"
+TOKENS_VERSION = 1
+
+
+def tokenize_folder(tokenizer, folder: str | Path, *, batch_size: int = 64, on_batch=None) -> dict:
+    """Token grids of every image under `folder` (frames cropped to the training crop)."""
+    images = ImageFolder(folder, cache=False)
+    grids = []
+    with torch.inference_mode():
+        for batch in images.batches(batch_size):
+            grids.append(tokenizer.encode_index(batch).to(torch.int16 if tokenizer.codebook_size <= 2**15 else torch.int32))
+            if on_batch is not None:
+                on_batch(len(batch))
+    root = Path(folder)
+    return {
+        "format": TOKENS_FORMAT,
+        "format_version": TOKENS_VERSION,
+        "tokenizer_id": tokenizer.model_id,
+        "vocab_size": tokenizer.codebook_size,
+        "tokens": torch.cat(grids),
+        "paths": [str(p.relative_to(root)) for p in images.paths],
+        "source": os.path.abspath(folder),
+    }
+
+
+def load_tokens(path: str | Path, *, tokenizer_id: str | None = None) -> TokenGrids:
+    """Token grids written by `stkc tokenize`; refuses tokens of another tokenizer."""
+    from .checkpoint import read_payload
+
+    payload = read_payload(path)
+    if not isinstance(payload, dict) or payload.get("format") != TOKENS_FORMAT:
+        raise BadInputError(f"{path}: not a stkc tokens file")
+    if payload.get("format_version") != TOKENS_VERSION:
+        raise BadInputError(f"{path}: tokens format version {payload.get('format_version')!r}, expected {TOKENS_VERSION}")
+    if tokenizer_id is not None and payload["tokenizer_id"] != tokenizer_id:
+        from .errors import ModelMismatchError
+
+        raise ModelMismatchError(f"{path}: tokens of tokenizer {payload['tokenizer_id'][:12]}, "
+                                 f"expected {tokenizer_id[:12]}")
+    tokens = payload["tokens"].long()
+    source = {"tokens_file": os.path.abspath(path), "source": payload["source"],
+              "tokenizer_id": payload["tokenizer_id"], "vocab_size": payload["vocab_size"]}
+    return TokenGrids(tokens, source=source)

@@ -1,0 +1,61 @@
+"""What each model is trained to do: its loss on a batch and its validation metrics."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .metrics import psnr_db, quantize_8bit
+
+
+class TokenizerObjective:
+    """Mean squared error of the reconstruction (what PSNR measures) + BSQ's auxiliary terms."""
+
+    def __init__(self, *, commitment_weight: float, entropy_weight: float) -> None:
+        self.weights = {"commitment": commitment_weight, "entropy": entropy_weight}
+
+    def loss(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        reconstruction, aux = model(images)
+        mse = F.mse_loss(reconstruction, images)
+        loss = mse + sum(self.weights.get(name, 0.0) * value for name, value in aux.items())
+        return loss, {"loss": loss.detach(), "psnr": -10 * torch.log10(mse.detach()),
+                      **{name: value.detach() for name, value in aux.items()}}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data, *, device: torch.device, limit: int | None) -> dict:
+        values, tokens = [], []
+        for images in data.batches(64, limit=limit):
+            images = images.to(device)
+            grid = model.encode_index(images)
+            tokens.append(grid.flatten().cpu())
+            decoded = model.decode_index(grid, size=images.shape[-2:])
+            values.append(psnr_db(images, quantize_8bit(decoded)).cpu())
+        counts = torch.bincount(torch.cat(tokens), minlength=model.codebook_size).double()
+        frequencies = counts[counts > 0] / counts.sum()
+        return {"valid_psnr_db": float(torch.cat(values).mean()),
+                "valid_codes_used": int((counts > 0).sum()),
+                "valid_code_entropy_bits": float(-(frequencies * frequencies.log2()).sum())}
+
+
+class PriorObjective:
+    """Cross-entropy of each token given the ones before it (its cost in nats)."""
+
+    def loss(self, model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        logits = model(tokens)  # (B, h*w, vocab)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
+        return loss, {"loss": loss.detach(), "bits_per_token": loss.detach() / math.log(2)}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data, *, device: torch.device, limit: int | None) -> dict:
+        total_nats, images, tokens_seen = 0.0, 0, 0
+        for tokens in data.batches(32, limit=limit):
+            tokens = tokens.to(device)
+            logits = model(tokens)
+            total_nats += float(F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten(), reduction="sum"))
+            images += len(tokens)
+            tokens_seen += tokens.numel()
+        bits = total_nats / math.log(2)
+        return {"valid_bits_per_image": bits / images, "valid_bits_per_token": bits / tokens_seen}

@@ -1,0 +1,175 @@
+"""The prior: a decoder-only transformer over a raster-ordered token grid.
+
+Position i of a grid of h×w tokens (row r = i // w, column c = i % w) reads the token before
+it (a start token for i = 0) plus learned row and column embeddings of (r, c), the cell it
+predicts, so the model knows where in the image it is for any grid up to max_rows×max_cols.
+Causal self-attention, RMSNorm, ReLU MLP, no biases: every piece has an exact integer
+counterpart in `exact.py`, which the codec uses; this float model trains and generates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriorConfig:
+    vocab_size: int = 1024
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    max_rows: int = 64
+    max_cols: int = 64
+
+
+class RMSNorm(nn.Module):
+    eps = 1e-5
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class KVCache:
+    """Keys and values of every layer for the positions seen so far: (B, heads, T, head_dim)."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * n_layers
+        self.values: list[torch.Tensor | None] = [None] * n_layers
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+    def extend(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys[layer] is not None:
+            keys = torch.cat([self.keys[layer], keys], dim=2)
+            values = torch.cat([self.values[layer], values], dim=2)
+        self.keys[layer], self.values[layer] = keys, values
+        return keys, values
+
+
+class Attention(nn.Module):
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
+        causal = True
+        if cache is not None:
+            causal = cache.length == 0  # a query after the cached ones sees all of them
+            k, v = cache.extend(layer, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal and length > 1)  # (B, H, T, hd)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+class Block(nn.Module):
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(config.d_model)
+        self.attn = Attention(config)
+        self.norm2 = RMSNorm(config.d_model)
+        self.up = nn.Linear(config.d_model, config.mlp_ratio * config.d_model, bias=False)
+        self.down = nn.Linear(config.mlp_ratio * config.d_model, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cache, layer)
+        return x + self.down(F.relu(self.up(self.norm2(x))))
+
+
+class Prior(nn.Module):
+    kind = "prior"
+
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size + 1, config.d_model)  # last row: start token
+        self.row_embedding = nn.Embedding(config.max_rows, config.d_model)
+        self.col_embedding = nn.Embedding(config.max_cols, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.apply(self._init)
+        for block in self.blocks:  # scaled residual branches, as in GPT-2
+            for linear in (block.attn.proj, block.down):
+                nn.init.normal_(linear.weight, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    @property
+    def start_token(self) -> int:
+        return self.config.vocab_size
+
+    def check_grid(self, rows: int, cols: int) -> None:
+        if rows > self.config.max_rows or cols > self.config.max_cols:
+            raise ValueError(f"grid {rows}x{cols} exceeds the prior's {self.config.max_rows}x{self.config.max_cols}")
+
+    def shifted_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) grid -> (B, h*w) inputs: the start token, then every token but the last."""
+        flat = tokens.flatten(1)
+        start = torch.full_like(flat[:, :1], self.start_token)
+        return torch.cat([start, flat[:, :-1]], dim=1)
+
+    def embed(self, inputs: torch.Tensor, positions: torch.Tensor, cols: int) -> torch.Tensor:
+        """inputs (B, T) token ids, positions (T,) raster indices of the predicted cells -> (B, T, d)."""
+        rows_of, cols_of = torch.div(positions, cols, rounding_mode="floor"), positions % cols
+        return self.token_embedding(inputs) + self.row_embedding(rows_of) + self.col_embedding(cols_of)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, h*w, vocab): entry i predicts token i from tokens < i."""
+        batch, rows, cols = tokens.shape
+        self.check_grid(rows, cols)
+        positions = torch.arange(rows * cols, device=tokens.device)
+        x = self.embed(self.shifted_inputs(tokens), positions, cols)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.n_layers)
+
+    def step(self, previous: torch.Tensor, position: int, cols: int, cache: KVCache) -> torch.Tensor:
+        """One incremental step: previous tokens (B,) (start token at 0) -> logits (B, vocab)
+        for raster `position`, reusing and extending `cache`."""
+        positions = torch.tensor([position], device=previous.device)
+        x = self.embed(previous[:, None], positions, cols)  # (B, 1, d)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        return self.head(self.norm(x))[:, 0]
+
+    @torch.no_grad()
+    def sample(self, count: int, rows: int, cols: int, *, generator: torch.Generator | None = None,
+               temperature: float = 1.0, top_k: int | None = None, on_row=None) -> torch.Tensor:
+        """Draw `count` token grids (count, rows, cols) with the KV cache."""
+        self.check_grid(rows, cols)
+        device = self.head.weight.device
+        cache = self.new_cache()
+        previous = torch.full((count,), self.start_token, dtype=torch.long, device=device)
+        tokens = torch.empty(count, rows * cols, dtype=torch.long, device=device)
+        for position in range(rows * cols):
+            logits = self.step(previous, position, cols, cache).float() / max(temperature, 1e-6)
+            if top_k is not None and top_k < logits.shape[-1]:
+                threshold = logits.topk(top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < threshold, float("-inf"))
+            probabilities = logits.softmax(-1)
+            previous = torch.multinomial(probabilities.cpu(), 1, generator=generator).squeeze(1).to(device)
+            tokens[:, position] = previous
+            if on_row is not None and (position + 1) % cols == 0:
+                on_row()
+        return tokens.view(count, rows, cols)

@@ -1,0 +1,131 @@
+"""Patch auto-encoder with a BSQ bottleneck: images <-> grids of integer tokens.
+
+Every heavy layer runs on the latent grid (one cell per p×p patch), never at full resolution:
+a 3×3 convolution on the 30×20 grid of a 150×100 frame costs 1/25 of one on the pixels.
+
+Images are float tensors (B, 3, H, W) in [0, 1]; tokens are int64 tensors (B, h, w) with
+h = ceil(H / p), w = ceil(W / p).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+
+from .bsq import BSQ
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerConfig:
+    patch_size: int = 5
+    bits: int = 10
+    encoder_channels: int = 96
+    encoder_blocks: int = 2
+    decoder_channels: int = 160
+    decoder_blocks: int = 4
+    commitment_weight: float = 0.25
+    entropy_weight: float = 0.01
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
+
+
+class Tokenizer(nn.Module):
+    kind = "tokenizer"
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        self.config = config
+        p, ce, cd = config.patch_size, config.encoder_channels, config.decoder_channels
+        self.patchify = nn.Conv2d(3, ce, p, stride=p)
+        self.encoder = nn.Sequential(*[ResBlock(ce) for _ in range(config.encoder_blocks)])
+        # Batch-normalising the latents keeps every bit in use: a bit whose sign never
+        # changes carries nothing, the decoder learns to ignore it, and it never recovers.
+        self.to_latent = nn.Sequential(nn.Conv2d(ce, config.bits, 1, bias=False),
+                                       nn.BatchNorm2d(config.bits, affine=False))
+        self.quantizer = BSQ(bits=config.bits)
+        self.from_latent = nn.Conv2d(config.bits, cd, 1)
+        self.decoder = nn.Sequential(*[ResBlock(cd) for _ in range(config.decoder_blocks)])
+        self.to_pixels = nn.Conv2d(cd, 3 * p * p, 3, padding=1)
+        self.unpatchify = nn.PixelShuffle(p)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def grid_radius(self) -> int:
+        """How many grid cells away a token (encoder) or a patch (decoder) can see."""
+        return 2 * max(self.config.encoder_blocks, self.config.decoder_blocks) + 1
+
+    def grid_shape(self, height: int, width: int) -> tuple[int, int]:
+        p = self.config.patch_size
+        return math.ceil(height / p), math.ceil(width / p)
+
+    def _pad(self, images: torch.Tensor) -> torch.Tensor:
+        p = self.config.patch_size
+        height, width = images.shape[-2:]
+        pad_h, pad_w = -height % p, -width % p
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
+        return images
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, 3, H, W) in [0, 1] -> (codes (B, bits, h, w), BSQ's auxiliary losses)."""
+        x = self.patchify(self._pad(images) * 2 - 1)  # (B, ce, h, w)
+        latents = self.to_latent(self.encoder(x)).permute(0, 2, 3, 1)  # (B, h, w, bits)
+        codes, losses = self.quantizer(latents)
+        return codes.permute(0, 3, 1, 2), losses
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, bits, h, w) codes -> (B, 3, h*p, w*p) images, unclamped, about [0, 1]."""
+        x = self.decoder(self.from_latent(codes * math.sqrt(self.config.bits)))
+        return self.unpatchify(self.to_pixels(x)) * 0.5 + 0.5
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        codes, losses = self.encode(images)
+        height, width = images.shape[-2:]
+        return self.decode(codes)[..., :height, :width], losses
+
+    @torch.no_grad()
+    def encode_index(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float in [0, 1] -> tokens (B, ceil(H/p), ceil(W/p)) int64."""
+        codes, _ = self.encode(images)
+        return self.quantizer.codes_to_index(codes.permute(0, 2, 3, 1))
+
+    @torch.no_grad()
+    def decode_index(self, tokens: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Tokens (B, h, w) -> images (B, 3, H, W) float in [0, 1].
+
+        `size` = (H, W) crops the padded reconstruction back to the original image size.
+        """
+        codes = self.quantizer.index_to_codes(tokens).permute(0, 3, 1, 2)
+        images = self.decode(codes).clamp(0, 1)
+        if size is not None:
+            images = images[..., : size[0], : size[1]]
+        return images
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) float32 in [0, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) float in [0, 1] -> RGB PIL image, rounded to the nearest 8-bit level."""
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, "RGB")

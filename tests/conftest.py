@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny randomly initialised models (fast, honest for invariants) and images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stkcodec.checkpoint import model_payload, save_model
+from stkcodec.prior import Prior, PriorConfig
+from stkcodec.tokenizer import Tokenizer, TokenizerConfig
+from stkcodec.zoo import CodecModel
+
+TINY_TOKENIZER = TokenizerConfig(encoder_channels=8, encoder_blocks=1, decoder_channels=8, decoder_blocks=1, bits=6)
+TINY_PRIOR = PriorConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2)
+
+
+def tiny_models(seed: int = 0) -> tuple[Tokenizer, Prior]:
+    torch.manual_seed(seed)
+    tokenizer = Tokenizer(TINY_TOKENIZER).eval()
+    prior = Prior(TINY_PRIOR).eval()
+    with torch.no_grad():  # a random prior far from uniform, so coding is not trivially flat
+        prior.head.weight.mul_(50)
+    for model in (tokenizer, prior):
+        model.model_id = model_payload(model)["model_id"]
+        model.provenance = {}
+    return tokenizer, prior
+
+
+@pytest.fixture(scope="session")
+def tiny_codec_model() -> CodecModel:
+    return CodecModel(*tiny_models())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A model folder (tokenizer.pt + prior.pt) like models/, for --model."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tokenizer, prior = tiny_models()
+    save_model(tokenizer, folder / "tokenizer.pt")
+    save_model(prior, folder / "prior.pt", provenance={"train": {"tokenizer_id": tokenizer.model_id}})
+    return str(folder)
+
+
+def make_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """A smooth image with some texture: gradients plus noise, like a rendered frame."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / max(1, width - 1), y * 255 / max(1, height - 1), (x + y) % 64 * 4], -1)
+    array = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    return Image.fromarray(array, "RGB").convert(mode)
+
+
+@pytest.fixture
+def frames_dir(tmp_path) -> str:
+    """A folder of eight 150×100 JPEG frames (and one in a subfolder)."""
+    folder = tmp_path / "frames"
+    (folder / "sub").mkdir(parents=True)
+    for index in range(8):
+        make_image(150, 100, seed=index).save(folder / f"{index:05d}_im.jpg", quality=90)
+    make_image(150, 100, seed=99).save(folder / "sub" / "extra.png")
+    return str(folder)

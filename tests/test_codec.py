@@ -1,0 +1,157 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stkcodec import bitstream
+from stkcodec.codec import Codec, image_tokens
+from stkcodec.coder import coding_chunks, decode_grids, encode_grids
+from stkcodec.errors import BadInputError, ModelMismatchError
+from stkcodec.imageio import to_rgb
+from stkcodec.zoo import CodecModel
+
+from .conftest import make_image, tiny_models
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_codec_model):
+    return Codec(tiny_codec_model)
+
+
+def test_exact_token_round_trip(codec):
+    image = make_image(150, 100)
+    data = codec.compress(image)
+    (header, tokens), = codec.tokens_many([data])
+    expected = image_tokens(codec.model.tokenizer, [image])[0]
+    assert torch.equal(tokens, expected)
+    assert header.width == 150 and header.height == 100 and header.grid == (20, 30)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 13), (151, 101), (160, 7), (333, 250)])
+def test_odd_sizes_round_trip_to_exact_shape(codec, size):
+    image = make_image(*size, seed=size[0])
+    decoded = codec.decompress(codec.compress(image))
+    assert decoded.size == size and decoded.mode == "RGB"
+
+
+def test_tiles_of_several_shapes_and_chunks_decode(tiny_codec_model):
+    exact = tiny_codec_model.exact_prior
+    grids = [torch.randint(0, 64, (9, 23)), torch.randint(0, 64, (9, 23)), torch.randint(0, 64, (4, 5))]
+    tile = (2, 3)  # many tiles: edge tiles of 3 shapes and several chunks of CHUNK_TILES
+    assert len(coding_chunks(9, 23, *tile)) > 4
+    payloads = encode_grids(exact, grids, tile)
+    decoded = decode_grids(exact, payloads, [tuple(g.shape) for g in grids], tile)
+    assert all(torch.equal(a, b) for a, b in zip(grids, decoded))
+
+
+def test_batch_size_does_not_change_bytes(codec):
+    images = [make_image(150, 100, seed=s) for s in range(5)] + [make_image(40, 30, seed=9)]
+    together = codec.compress_many(images)
+    alone = [codec.compress(image) for image in images]
+    assert together == alone
+    assert [im.tobytes() for im in codec.decompress_many(together)] == [codec.decompress(d).tobytes() for d in alone]
+
+
+def test_thread_count_does_not_change_bytes(codec):
+    image = make_image(150, 100, seed=3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = codec.compress(image)
+        torch.set_num_threads(max(2, threads))
+        many = codec.compress(image)
+        decoded = codec.decompress(one)
+    finally:
+        torch.set_num_threads(threads)
+    assert one == many
+    assert decoded.tobytes() == codec.decompress(many).tobytes()
+
+
+def test_file_size_close_to_cross_entropy(codec):
+    image = make_image(150, 100, seed=4)
+    data = codec.compress(image)
+    tokens = image_tokens(codec.model.tokenizer, [image])[0]
+    logits = codec.model.prior(tokens[None])
+    bits = torch.nn.functional.cross_entropy(logits[0], tokens.flatten(), reduction="sum").item() / np.log(2)
+    payload_bits = 8 * (len(data) - bitstream.HEADER_SIZE)
+    assert payload_bits <= bits * 1.01 + 64
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "CMYK", "1", "I;16", "I", "F"])
+def test_any_mode_converts_to_rgb(codec, mode):
+    gray = np.asarray(make_image(30, 20, seed=1, mode="L")).astype(np.int64)
+    deep = {"I;16": lambda: Image.fromarray((gray * 257).astype(np.uint16)),
+            "I": lambda: Image.fromarray((gray * 257).astype(np.int32)),
+            "F": lambda: Image.fromarray(gray.astype(np.float32) / 255)}
+    image = deep[mode]() if mode in deep else make_image(30, 20, seed=1, mode=mode)
+    rgb = to_rgb(image)
+    assert rgb.mode == "RGB" and rgb.size == (30, 20)
+    assert codec.decompress(codec.compress(rgb)).size == (30, 20)
+
+
+def test_sixteen_bit_scales_to_eight_bit():
+    array = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)
+    rgb = to_rgb(Image.fromarray(array))
+    assert np.array_equal(np.asarray(rgb)[..., 0], np.arange(256).reshape(16, 16))
+
+
+def test_exif_orientation_is_applied():
+    image = make_image(40, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    with Image.open(io.BytesIO(buffer.getvalue())) as stored:
+        assert to_rgb(stored).size == (20, 40)
+
+
+def test_other_model_is_refused(codec):
+    data = codec.compress(make_image(20, 20))
+    other = Codec(CodecModel(*tiny_models(seed=1)))
+    with pytest.raises(ModelMismatchError):
+        other.decompress(data)
+
+
+def test_header_claiming_huge_image_is_refused_before_allocating(codec):
+    data = bytearray(codec.compress(make_image(20, 20)))
+    data[8:12] = (65535).to_bytes(2, "little") * 2
+    with pytest.raises(BadInputError, match="exceeds"):
+        codec.decompress(bytes(data))
+
+
+def test_truncation_at_every_byte_is_a_clean_error(codec):
+    data = codec.compress(make_image(30, 20))
+    for length in range(len(data)):
+        with pytest.raises(BadInputError):
+            codec.decompress(data[:length])
+
+
+def test_random_corruption_is_a_clean_error_or_same_size_image(codec):
+    data = codec.compress(make_image(30, 20))
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        corrupt = bytearray(data)
+        for position in rng.integers(0, len(data), size=rng.integers(1, 4)):
+            corrupt[position] ^= 1 << int(rng.integers(0, 8))
+        try:
+            image = codec.decompress(bytes(corrupt))
+        except BadInputError:
+            continue
+        except ModelMismatchError:
+            continue
+        assert image.size[0] * image.size[1] > 0  # a flipped bit may survive (e.g. in the size)
+
+
+def test_pillow_opens_stkc_files(tmp_path, codec, monkeypatch):
+    import stkcodec.codec
+
+    monkeypatch.setattr(stkcodec.codec, "default_codec", lambda: codec)
+    image = make_image(31, 17)
+    path = tmp_path / "x.stkc"
+    path.write_bytes(codec.compress(image))
+    with Image.open(path) as opened:
+        assert opened.format == "STKC" and opened.size == (31, 17)
+        opened.load()
+        assert opened.tobytes() == codec.decompress(path.read_bytes()).tobytes()

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from stkcodec.bsq import BSQ
+from stkcodec.checkpoint import load_model, save_model
+from stkcodec.objectives import TokenizerObjective
+from stkcodec.tokenizer import Tokenizer, TokenizerConfig
+
+from .conftest import TINY_TOKENIZER, tiny_models
+
+
+@pytest.mark.parametrize("bits", [1, 6, 10, 16])
+def test_index_code_index_is_identity(bits):
+    bsq = BSQ(bits=bits)
+    index = torch.arange(2**bits) if bits <= 10 else torch.randint(0, 2**bits, (5000,))
+    codes = bsq.index_to_codes(index)
+    assert torch.allclose(codes.norm(dim=-1), torch.ones(len(index)))
+    assert torch.equal(bsq.codes_to_index(codes), index)
+
+
+def test_quantize_gives_sphere_corners_and_straight_through_gradient():
+    bsq = BSQ(bits=10)
+    latents = torch.randn(4, 7, 10, requires_grad=True)
+    codes, losses = bsq(latents)
+    assert torch.allclose(codes.abs(), torch.full_like(codes, 10**-0.5))
+    codes.sum().backward()
+    assert latents.grad is not None and latents.grad.abs().sum() > 0
+    assert set(losses) == {"commitment", "entropy"}
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (7, 13), (101, 151), (100, 150)])
+def test_odd_sizes_give_right_shapes(height, width):
+    tokenizer, _ = tiny_models()
+    images = torch.rand(2, 3, height, width)
+    tokens = tokenizer.encode_index(images)
+    assert tokens.shape == (2, -(-height // 5), -(-width // 5)) and tokens.dtype == torch.int64
+    assert tokens.min() >= 0 and tokens.max() < tokenizer.codebook_size
+    decoded = tokenizer.decode_index(tokens, size=(height, width))
+    assert decoded.shape == (2, 3, height, width)
+    assert decoded.min() >= 0 and decoded.max() <= 1
+
+
+def test_tiny_model_loss_falls():
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(TINY_TOKENIZER)
+    objective = TokenizerObjective(commitment_weight=0.25, entropy_weight=0.02)
+    optimizer = torch.optim.Adam(tokenizer.parameters(), lr=3e-3)
+    images = torch.rand(8, 3, 20, 30) * 0.3 + torch.linspace(0, 0.6, 30)
+    losses = []
+    for _ in range(30):
+        loss, _ = objective.loss(tokenizer, images)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def test_save_load_gives_identical_outputs(tmp_path):
+    tokenizer, _ = tiny_models()
+    path = tmp_path / "tokenizer.pt"
+    save_model(tokenizer, path)
+    loaded = load_model(path, kind="tokenizer")
+    images = torch.rand(2, 3, 100, 150)
+    assert loaded.model_id == tokenizer.model_id
+    assert torch.equal(loaded.encode_index(images), tokenizer.encode_index(images))
+    tokens = tokenizer.encode_index(images)
+    assert torch.equal(loaded.decode_index(tokens), tokenizer.decode_index(tokens))
+
+
+def test_config_is_frozen_and_keyword_only():
+    with pytest.raises(TypeError):
+        TokenizerConfig(5)  # type: ignore[misc]
+    config = TokenizerConfig()
+    with pytest.raises(Exception):
+        config.bits = 3  # type: ignore[misc]
