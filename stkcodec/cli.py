@@ -98,6 +98,8 @@ def train() -> None:
 def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_channels, encoder_blocks,
                     decoder_channels, decoder_blocks, **options) -> None:
     """Train the patch auto-encoder (BSQ tokenizer) on a folder of images."""
+    import torch
+
     from .data import ImageFolder
     from .objectives import TokenizerObjective
     from .tokenizer import Tokenizer, TokenizerConfig
@@ -106,6 +108,7 @@ def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_c
     config = TokenizerConfig(patch_size=patch_size, bits=bits, encoder_channels=encoder_channels,
                              encoder_blocks=encoder_blocks, decoder_channels=decoder_channels,
                              decoder_blocks=decoder_blocks)
+    torch.manual_seed(options["seed"])
     model = Tokenizer(config)
     train_data = ImageFolder(data)
     valid_data = ImageFolder(valid) if valid else None
@@ -124,6 +127,8 @@ def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_c
 @click.pass_context
 def train_prior(ctx: click.Context, tokens_path, valid_tokens, d_model, layers, heads, **options) -> None:
     """Train the autoregressive prior on token grids."""
+    import torch
+
     from .data import load_tokens
     from .objectives import PriorObjective
     from .prior import Prior, PriorConfig
@@ -134,6 +139,7 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, d_model, layers, 
     if d_model % heads:
         raise click.BadParameter(f"--d-model {d_model} is not a multiple of --heads {heads}")
     config = PriorConfig(vocab_size=train_data.source["vocab_size"], d_model=d_model, n_layers=layers, n_heads=heads)
+    torch.manual_seed(options["seed"])
     model = Prior(config)
     say(ctx, f"prior: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training grids "
              f"of {tuple(train_data.tokens.shape[1:])}")

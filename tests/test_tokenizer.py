@@ -25,7 +25,7 @@ def test_quantize_gives_sphere_corners_and_straight_through_gradient():
     assert torch.allclose(codes.abs(), torch.full_like(codes, 10**-0.5))
     codes.sum().backward()
     assert latents.grad is not None and latents.grad.abs().sum() > 0
-    assert set(losses) == {"commitment", "entropy"}
+    assert {"commitment", "entropy"} <= set(losses)
 
 
 @pytest.mark.parametrize("height,width", [(1, 1), (7, 13), (101, 151), (100, 150)])

@@ -1,0 +1,76 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+
+from stkcodec.checkpoint import load_model, read_checkpoint
+from stkcodec.cli import main
+
+TINY = ["--encoder-channels", "8", "--encoder-blocks", "1", "--decoder-channels", "8", "--decoder-blocks", "1", "--bits", "6"]
+
+
+def run(args, **kwargs):
+    result = CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
+    return result
+
+
+def test_train_tokenizer_writes_model_metrics_and_checkpoint(tmp_path, frames_dir):
+    out = tmp_path / "tok.pt"
+    result = run(["--quiet", "train", "tokenizer", "--data", frames_dir, "--valid", frames_dir, "--steps", "6",
+                  "--batch-size", "2", "-o", str(out), "--checkpoint-dir", str(tmp_path / "ck"), *TINY])
+    assert result.exit_code == 0, result.output
+    model = load_model(out, kind="tokenizer")
+    assert model.codebook_size == 64
+    payload = read_checkpoint(out)
+    assert payload["step"] == 6 and "valid_psnr_db" in payload["metrics"]
+    assert payload["provenance"]["train"]["images"] == 9
+    run_dir, = (tmp_path / "ck").iterdir()
+    state = read_checkpoint(run_dir / "checkpoint.pt")
+    assert {"optimizer", "rng", "elapsed_s"} <= set(state)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["split"] == "valid"
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path, frames_dir):
+    # Within the warm-up the learning rate depends on the step alone, so a 4-step run resumed
+    # to 8 steps must give the very weights of an unbroken 8-step run.
+    common = ["--quiet", "train", "tokenizer", "--data", frames_dir, "--batch-size", "2", *TINY, "--seed", "3"]
+    run([*common, "--steps", "8", "-o", str(tmp_path / "straight.pt"), "--checkpoint-dir", str(tmp_path / "a")])
+    run([*common, "--steps", "4", "-o", str(tmp_path / "half.pt"), "--checkpoint-dir", str(tmp_path / "b")])
+    checkpoint, = (tmp_path / "b").glob("*/checkpoint.pt")
+    assert read_checkpoint(checkpoint)["step"] == 4
+    result = run([*common, "--steps", "8", "--resume", str(checkpoint), "-o", str(tmp_path / "resumed.pt"),
+                  "--checkpoint-dir", str(tmp_path / "c")])
+    assert result.exit_code == 0
+    resumed, straight = read_checkpoint(tmp_path / "resumed.pt"), read_checkpoint(tmp_path / "straight.pt")
+    assert resumed["step"] == 8
+    assert resumed["model_id"] == straight["model_id"]
+
+
+def test_resume_with_another_config_is_refused(tmp_path, frames_dir):
+    common = ["train", "tokenizer", "--data", frames_dir, "--batch-size", "2", "--steps", "2"]
+    run(["--quiet", *common, *TINY, "-o", str(tmp_path / "a.pt"), "--checkpoint-dir", str(tmp_path / "a")])
+    result = CliRunner().invoke(main, [*common, "--resume", str(tmp_path / "a.pt"), "-o", str(tmp_path / "b.pt"),
+                                       "--checkpoint-dir", str(tmp_path / "b")])
+    assert result.exit_code == 3 and "config differs" in result.output
+
+
+def test_bad_data_folder_is_a_clean_error(tmp_path):
+    result = CliRunner().invoke(main, ["train", "tokenizer", "--data", str(tmp_path / "nope"), "--steps", "1"])
+    assert result.exit_code == 2 and "not a folder of images" in result.output
+
+
+def test_two_process_ddp_on_cpu(tmp_path, frames_dir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STKC_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+               "-m", "stkcodec", "--quiet", "train", "tokenizer", "--data", frames_dir, "--steps", "3",
+               "--batch-size", "2", "-o", str(tmp_path / "ddp.pt"), "--checkpoint-dir", str(tmp_path / "ck"), *TINY]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    payload = read_checkpoint(tmp_path / "ddp.pt")
+    assert payload["step"] == 3
+    assert len(list(Path(tmp_path / "ck").glob("*/checkpoint.pt"))) == 1  # only rank 0 writes
