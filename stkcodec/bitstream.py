@@ -20,6 +20,7 @@ VERSION = 1
 HEADER = struct.Struct("<3sB4sHHBBBII")  # magic, version, model id, width, height, patch, tile rows, tile cols, payload bytes, crc32
 HEADER_SIZE = HEADER.size
 DEFAULT_MAX_PIXELS = 64 * 2**20
+TOKENS_PER_WORD = 64  # a payload has at least one 32-bit word per 64 tokens (see min_payload_bytes)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,17 @@ class Header:
         }
 
 
+def min_payload_bytes(rows: int, cols: int) -> int:
+    """The smallest payload a grid may have: one 32-bit word per TOKENS_PER_WORD tokens.
+
+    Real frames cost several bits per token, far above this; an encoder pads a payload that
+    falls short (a flat synthetic image) with zero words, which a decoder never reads. The
+    bound caps a decoder's work per byte of input, so a header that claims a huge image
+    with a short payload is refused before any decoding.
+    """
+    return 4 * -(-rows * cols // TOKENS_PER_WORD)
+
+
 def token_checksum(tokens: np.ndarray) -> int:
     """CRC-32 of the token grid as little-endian uint16 in raster order."""
     return zlib.crc32(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
@@ -96,4 +108,6 @@ def parse(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "inp
     if actual > payload_bytes:
         raise BadInputError(f"{name}: {actual - payload_bytes} unexpected bytes after the payload")
     header = Header(model_id, width, height, patch, tile_rows, tile_cols, payload_bytes, crc, version)
+    if payload_bytes < min_payload_bytes(*header.grid):
+        raise BadInputError(f"{name}: payload of {payload_bytes} bytes is too short for {width}x{height} pixels")
     return header, bytes(data[HEADER_SIZE:])

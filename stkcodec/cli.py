@@ -93,10 +93,12 @@ def train() -> None:
 @click.option("--encoder-blocks", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--decoder-channels", type=click.IntRange(1), default=160, show_default=True)
 @click.option("--decoder-blocks", type=click.IntRange(0), default=4, show_default=True)
+@click.option("--entropy-weight", type=click.FloatRange(0), default=0.1, show_default=True,
+              help="Weight of BSQ's entropy term (keeps the codebook in use).")
 @training_options
 @click.pass_context
 def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_channels, encoder_blocks,
-                    decoder_channels, decoder_blocks, **options) -> None:
+                    decoder_channels, decoder_blocks, entropy_weight, **options) -> None:
     """Train the patch auto-encoder (BSQ tokenizer) on a folder of images."""
     import torch
 
@@ -107,7 +109,7 @@ def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_c
 
     config = TokenizerConfig(patch_size=patch_size, bits=bits, encoder_channels=encoder_channels,
                              encoder_blocks=encoder_blocks, decoder_channels=decoder_channels,
-                             decoder_blocks=decoder_blocks)
+                             decoder_blocks=decoder_blocks, entropy_weight=entropy_weight)
     torch.manual_seed(options["seed"])
     model = Tokenizer(config)
     train_data = ImageFolder(data)
@@ -285,7 +287,7 @@ def run_batched(ctx, label: str, inputs, targets, force: bool, work) -> list[dic
             batch = pending[start : start + 64]
             try:
                 results = work(batch)
-            except StkcError as error:  # retry one by one so one bad file does not sink its batch
+            except StkcError:  # retry one by one so one bad file does not sink its batch
                 results = []
                 for item in batch:
                     try:
@@ -411,3 +413,56 @@ def info(file, as_json, max_pixels) -> None:
     for key, value in described.items():
         shown = "x".join(map(str, value)) if isinstance(value, list) else value
         click.echo(f"{key.replace('_', ' ')}: {shown}")
+
+
+@main.command("bench", context_settings=CONTEXT)
+@click.argument("data_dir", required=False, type=click.Path())
+@click.option("--codecs", default="jpeg,webp,avif,jxl,stkc", show_default=True,
+              help="Comma-separated codecs to compare (jpeg, webp, avif, jxl, stkc).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@click.option("--plot", type=click.Path(), help="Write a PSNR-vs-bpp plot here (PNG; needs the plot extra).")
+@click.option("--model", default="default", show_default=True, help="'default' or a folder with tokenizer.pt, prior.pt.")
+@click.pass_context
+def bench_command(ctx: click.Context, data_dir, codecs, limit, as_json, plot, model) -> None:
+    """Rate-distortion and speed of stkc against JPEG, WebP, AVIF and JPEG XL.
+
+    Runs on the images under DATA_DIR (recursive), or on the shipped sample frames without it.
+    """
+    import json
+    from pathlib import Path
+
+    from .bench import ALL_CODECS, find_frames, load_frames, run_bench, steps
+    from .imageio import check_writable
+    from .progress import make_progress, stderr_console
+    from .rdplot import plot_rd, require_matplotlib, results_table, settings_lines, summary_lines
+
+    chosen = list(dict.fromkeys(name.strip().lower() for name in codecs.split(",") if name.strip()))
+    unknown = [name for name in chosen if name not in ALL_CODECS]
+    if unknown or not chosen:
+        raise click.BadParameter(f"unknown codec {', '.join(unknown) or '(none given)'}; choose from "
+                                 f"{', '.join(ALL_CODECS)}", param_hint="--codecs")
+    if plot:  # before the run, not after minutes of it
+        require_matplotlib()
+        check_writable(Path(plot), force=True)
+    frames = load_frames(find_frames(data_dir, limit))
+    stkc_codec = None
+    if "stkc" in chosen:
+        from .codec import Codec
+
+        stkc_codec = Codec(model)
+    with make_progress(disable=ctx.obj["quiet"]) as progress:
+        task = progress.add_task("bench", total=steps(chosen, frames), info=f"{len(frames)} images")
+        report = run_bench(frames, chosen, stkc_codec, name=f"stkc bench on {data_dir or 'the sample frames'}",
+                           on_step=lambda n: progress.advance(task, n))
+    if not ctx.obj["quiet"]:
+        for line in settings_lines(report):
+            say(ctx, line)
+        stderr_console.print(results_table(report))
+        for line in summary_lines(report):
+            say(ctx, line)
+    if plot:
+        plot_rd(report, plot)
+        say(ctx, f"plot: {plot}")
+    if as_json:
+        click.echo(json.dumps(report, indent=2))

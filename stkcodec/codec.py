@@ -93,6 +93,7 @@ class Codec:
                 grids = image_tokens(model.tokenizer, [images[i].convert("RGB") for i in members])
                 payloads = encode_grids(model.exact_prior, grids, model.tile)
                 for index, grid, payload in zip(members, grids, payloads):
+                    payload = payload.ljust(bitstream.min_payload_bytes(*grid.shape), b"\0")
                     header = Header(model.model_id, size[0], size[1], model.tokenizer.config.patch_size,
                                     model.tile[0], model.tile[1], len(payload), bitstream.token_checksum(grid.numpy()))
                     results[index] = header.pack() + payload

@@ -30,7 +30,7 @@ class TokenizerConfig:
     decoder_channels: int = 160
     decoder_blocks: int = 4
     commitment_weight: float = 0.25
-    entropy_weight: float = 0.01
+    entropy_weight: float = 0.1
 
 
 class ResBlock(nn.Module):

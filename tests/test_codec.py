@@ -155,3 +155,20 @@ def test_pillow_opens_stkc_files(tmp_path, codec, monkeypatch):
         assert opened.format == "STKC" and opened.size == (31, 17)
         opened.load()
         assert opened.tobytes() == codec.decompress(path.read_bytes()).tobytes()
+
+
+def test_trailing_zero_words_are_never_read(codec):
+    data = codec.compress(make_image(30, 20))
+    header, payload = bitstream.parse(data)
+    padded = bitstream.Header(header.model_id, header.width, header.height, header.patch_size, header.tile_rows,
+                              header.tile_cols, header.payload_bytes + 8, header.token_crc32)
+    assert codec.decompress(padded.pack() + payload + bytes(8)).tobytes() == codec.decompress(data).tobytes()
+
+
+def test_payload_too_short_for_the_claimed_size_is_refused_before_decoding(codec):
+    data = codec.compress(make_image(30, 20))
+    header, payload = bitstream.parse(data)
+    huge = bitstream.Header(header.model_id, 65535, 65535 // 64, header.patch_size, header.tile_rows,
+                            header.tile_cols, header.payload_bytes, header.token_crc32)
+    with pytest.raises(BadInputError, match="too short"):
+        codec.decompress(huge.pack() + payload)

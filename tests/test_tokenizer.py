@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -72,5 +74,5 @@ def test_config_is_frozen_and_keyword_only():
     with pytest.raises(TypeError):
         TokenizerConfig(5)  # type: ignore[misc]
     config = TokenizerConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.bits = 3  # type: ignore[misc]

@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 from click.testing import CliRunner
 
 from stkcodec.checkpoint import load_model, read_checkpoint

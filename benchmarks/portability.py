@@ -1,0 +1,153 @@
+"""Do `.stkc` files decode to the same tokens and pixels under other CPU kernels, thread counts
+and batch sizes? (issue: portable bit-exact decoding)
+
+Encodes frames in a child process with the native settings, decodes them in children under
+each setting below, and the reverse (encode under each setting, decode natively). Reports the
+share of frames whose tokens match exactly and the largest pixel difference.
+
+    python3 benchmarks/portability.py ../shared/data/supertuxkart/valid --limit 500 [--model DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SETTINGS = {
+    "native": {},
+    "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
+    "aten-avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "mkl-onednn-avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "one-thread": {"OMP_NUM_THREADS": "1"},
+}
+BATCHES = {"batch-64": 64, "batch-1": 1}
+
+
+def worker(mode: str, folder: Path, model: str, batch: int, inputs: list[str]) -> None:
+    """Child process: encode `inputs` into folder/*.stkc, or decode folder/*.stkc into tokens + pixels."""
+    import torch
+
+    from stkcodec.codec import Codec
+    from stkcodec.imageio import open_image
+
+    codec = Codec(model)
+    if mode == "encode":
+        for start in range(0, len(inputs), batch):
+            chunk = inputs[start : start + batch]
+            files = codec.compress_many([open_image(path, max_pixels=2**26) for path in chunk])
+            for index, data in enumerate(files, start):
+                (folder / f"{index:05d}.stkc").write_bytes(data)
+        return
+    from stkcodec.codec import token_images
+
+    names = sorted(folder.glob("*.stkc"))
+    tokens, pixels, failures = {}, {}, []
+    for start in range(0, len(names), batch):
+        chunk = names[start : start + batch]
+        try:  # a failure is a checksum mismatch: this process computed other probabilities
+            decoded = codec.tokens_many([path.read_bytes() for path in chunk], [path.name for path in chunk])
+        except Exception as error:  # noqa: BLE001 - reported by the parent, not raised here
+            failures.append(str(error))
+            continue
+        size = (decoded[0][0].width, decoded[0][0].height)
+        with torch.inference_mode():
+            images = token_images(codec.model.tokenizer, [grid for _, grid in decoded], size)
+        for path, (_, grid), image in zip(chunk, decoded, images):
+            tokens[path.stem] = grid.numpy().astype(np.uint16)
+            pixels[path.stem] = np.asarray(image)
+    np.savez(folder / "decoded.npz", **{f"t{k}": v for k, v in tokens.items()}, **{f"p{k}": v for k, v in pixels.items()})
+    (folder / "failures.json").write_text(json.dumps(failures))
+
+
+def run_child(mode: str, folder: Path, model: str, batch: int, inputs: list[str], env: dict) -> float:
+    manifest = folder / "inputs.json"
+    manifest.write_text(json.dumps(inputs))
+    start = time.monotonic()
+    subprocess.run([sys.executable, __file__, "--worker", mode, str(folder), "--model", model, "--batch", str(batch)],
+                   env={**os.environ, **env}, check=True)
+    return time.monotonic() - start
+
+
+def load_decoded(folder: Path) -> tuple[dict, dict]:
+    failures = json.loads((folder / "failures.json").read_text())
+    if failures:
+        raise SystemExit(f"{folder.name}: {len(failures)} decode failures, first: {failures[0]}")
+    with np.load(folder / "decoded.npz") as stored:
+        tokens = {k[1:]: stored[k] for k in stored.files if k.startswith("t")}
+        pixels = {k[1:]: stored[k] for k in stored.files if k.startswith("p")}
+    return tokens, pixels
+
+
+def compare(reference: tuple[dict, dict], other: tuple[dict, dict]) -> dict:
+    ref_tokens, ref_pixels = reference
+    tokens, pixels = other
+    same_tokens = sum(np.array_equal(ref_tokens[k], tokens[k]) for k in ref_tokens)
+    diffs = [int(np.abs(ref_pixels[k].astype(int) - pixels[k].astype(int)).max()) for k in ref_pixels]
+    same_pixels = sum(d == 0 for d in diffs)
+    return {"frames": len(ref_tokens), "tokens_identical": same_tokens, "pixels_identical": same_pixels,
+            "max_pixel_diff": max(diffs, default=0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="?")
+    parser.add_argument("--limit", type=int, default=500)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--worker", choices=["encode", "decode"])
+    parser.add_argument("--batch", type=int, default=64)
+    args, rest = parser.parse_known_args()
+    if args.worker:
+        folder = Path(args.data)
+        worker(args.worker, folder, args.model, args.batch, json.loads((folder / "inputs.json").read_text()))
+        return
+    from stkcodec.data import find_images
+
+    inputs = [str(p) for p in find_images(args.data)[: args.limit]]
+    report = {"frames": len(inputs), "decode": {}, "encode": {}}
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        native = root / "native"
+        native.mkdir()
+        report["native_encode_s"] = run_child("encode", native, args.model, 64, inputs, {})
+        report["native_decode_s"] = run_child("decode", native, args.model, 64, inputs, {})
+        reference = load_decoded(native)
+        native_bytes = {p.name: p.read_bytes() for p in native.glob("*.stkc")}
+        runs = [(name, env, 64) for name, env in SETTINGS.items() if name != "native"]
+        runs += [(name, {}, batch) for name, batch in BATCHES.items()]
+        for name, env, batch in runs:
+            # decode the native files under this setting
+            folder = root / f"decode-{name}"
+            folder.mkdir()
+            for file_name, data in native_bytes.items():
+                (folder / file_name).write_bytes(data)
+            seconds = run_child("decode", folder, args.model, batch, inputs, env)
+            report["decode"][name] = {**compare(reference, load_decoded(folder)), "seconds": round(seconds, 1)}
+            # the reverse: encode under this setting, decode natively
+            folder = root / f"encode-{name}"
+            folder.mkdir()
+            run_child("encode", folder, args.model, batch, inputs, env)
+            same_files = sum((folder / n).read_bytes() == data for n, data in native_bytes.items())
+            run_child("decode", folder, args.model, 64, inputs, {})  # fails loudly on any checksum error
+            report["encode"][name] = {"files_identical_to_native": same_files, **compare(reference, load_decoded(folder))}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['frames']} frames; native encode {report['native_encode_s']:.1f} s, decode {report['native_decode_s']:.1f} s")
+        for direction in ("decode", "encode"):
+            for name, row in report[direction].items():
+                print(f"{direction:6} {name:16} tokens identical {row['tokens_identical']}/{row['frames']}, "
+                      f"pixels identical {row['pixels_identical']}/{row['frames']}, max pixel diff {row['max_pixel_diff']}"
+                      + (f", files identical {row['files_identical_to_native']}" if direction == "encode" else ""))
+
+
+if __name__ == "__main__":
+    main()
