@@ -56,9 +56,13 @@ def compute_model_id(config: dict, state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def model_payload(model: nn.Module, **extra: Any) -> dict:
+def model_payload(model: nn.Module, *, half: bool = False, **extra: Any) -> dict:
+    """The dict a checkpoint or model file holds. `half` stores floating weights as float16
+    (shipped model files: half the bytes; they load back into float32 modules)."""
     config = dataclasses.asdict(model.config)
     state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if half:
+        state_dict = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -86,10 +90,10 @@ def atomic_save(payload: dict, path: str | Path) -> None:
         raise
 
 
-def save_model(model: nn.Module, path: str | Path, *, force: bool = True, **extra: Any) -> dict:
+def save_model(model: nn.Module, path: str | Path, *, force: bool = True, half: bool = False, **extra: Any) -> dict:
     if not force and Path(path).exists():
         raise OutputError(f"{path}: exists (use --force to replace it)")
-    payload = model_payload(model, **extra)
+    payload = model_payload(model, half=half, **extra)
     atomic_save(payload, path)
     return payload
 

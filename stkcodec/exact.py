@@ -20,6 +20,7 @@ the teacher-forced pass (encoder) and the KV-cache steps (decoder) agree exactly
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -57,13 +58,19 @@ def _exp2_fraction_table() -> torch.Tensor:
 EXP2_FRACTION = _exp2_fraction_table()
 
 
+@functools.cache
+def _powers_of_two(top_bits: int) -> torch.Tensor:
+    """2**(top_bits - e) for e = 0..top_bits+2, exact; 0 past top_bits (the weight rounds to 0)."""
+    return torch.tensor([float(2 ** (top_bits - e)) if e <= top_bits else 0.0 for e in range(top_bits + 3)],
+                        dtype=torch.float64)
+
+
 def exp2_weights(exponents: torch.Tensor, top_bits: int) -> torch.Tensor:
     """Integer weights round(2**top_bits * 2**(-z / EXP_STEPS)) of integer-valued z >= 0 (float64)."""
     z = exponents.clamp(max=EXP_STEPS * (top_bits + 2)).to(torch.int64)
     whole, fraction = torch.div(z, EXP_STEPS, rounding_mode="floor"), z % EXP_STEPS
-    powers = torch.tensor([float(2 ** (top_bits - e)) if e <= top_bits else 0.0 for e in range(top_bits + 3)],
-                          dtype=torch.float64)  # exact powers of two
-    return torch.round(EXP2_FRACTION[fraction] * powers[whole])
+    powers = _powers_of_two(top_bits).to(exponents.device)
+    return torch.round(EXP2_FRACTION.to(exponents.device)[fraction] * powers[whole])
 
 
 def to_exponents(values: torch.Tensor, scale: float) -> torch.Tensor:

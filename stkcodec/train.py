@@ -190,8 +190,9 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
         payload = model_payload(model, step=step, metrics=metrics, provenance=provenance)
         atomic_save({**payload, "optimizer": optimizer.state_dict(), "rng": rng, "elapsed_s": elapsed_s},
                     run_dir / "checkpoint.pt")
-        if final:
-            atomic_save(payload, config.output)
+        if final:  # the model file: float16 weights, no training state
+            atomic_save(model_payload(model, half=True, step=step, metrics=metrics, provenance=provenance),
+                        config.output)
 
     model.train()
     start = time.monotonic() - elapsed_s
@@ -236,4 +237,4 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
     dist.close()
     if dist.main:
         log(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) + f" -> {config.output}")
-    return model_payload(model, step=step, metrics=metrics, provenance=provenance)
+    return model_payload(model, half=True, step=step, metrics=metrics, provenance=provenance)
