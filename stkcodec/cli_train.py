@@ -53,11 +53,16 @@ def train() -> None:
 @click.option("--decoder-channels", type=click.IntRange(1), default=160, show_default=True)
 @click.option("--decoder-blocks", type=click.IntRange(0), default=4, show_default=True)
 @click.option("--entropy-weight", type=click.FloatRange(0), default=0.1, show_default=True,
-              help="Weight of BSQ's entropy term (keeps the codebook in use).")
+              help="Weight of BSQ's entropy term at the start (keeps the codebook in use).")
+@click.option("--entropy-weight-final", type=click.FloatRange(0), default=0.01, show_default=True,
+              help="...falling linearly to this weight...")
+@click.option("--entropy-decay-steps", type=click.IntRange(0), default=600, show_default=True,
+              help="...over this many steps.")
 @training_options
 @click.pass_context
 def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_channels, encoder_blocks,
-                    decoder_channels, decoder_blocks, entropy_weight, **options) -> None:
+                    decoder_channels, decoder_blocks, entropy_weight, entropy_weight_final,
+                    entropy_decay_steps, **options) -> None:
     """Train the patch auto-encoder (BSQ tokenizer) on a folder of images."""
     import torch
 
@@ -68,13 +73,14 @@ def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_c
 
     config = TokenizerConfig(patch_size=patch_size, bits=bits, encoder_channels=encoder_channels,
                              encoder_blocks=encoder_blocks, decoder_channels=decoder_channels,
-                             decoder_blocks=decoder_blocks, entropy_weight=entropy_weight)
+                             decoder_blocks=decoder_blocks, entropy_weight=entropy_weight,
+                             entropy_weight_final=entropy_weight_final, entropy_decay_steps=entropy_decay_steps)
     torch.manual_seed(options["seed"])
     model = Tokenizer(config)
     train_data = ImageFolder(data)
     valid_data = ImageFolder(valid) if valid else None
     say(ctx, f"tokenizer: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training images")
-    run(model, TokenizerObjective(commitment_weight=config.commitment_weight, entropy_weight=config.entropy_weight), train_data, valid_data,
+    run(model, TokenizerObjective.from_config(config), train_data, valid_data,
         make_train_config(ctx, "tokenizer.pt", **options), log=lambda m: say(ctx, m))
 
 

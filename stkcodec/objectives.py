@@ -12,15 +12,34 @@ from .metrics import psnr_db, quantize_8bit
 
 
 class TokenizerObjective:
-    """Mean squared error of the reconstruction (what PSNR measures) + BSQ's auxiliary terms."""
+    """Mean squared error of the reconstruction (what PSNR measures) + BSQ's auxiliary terms.
 
-    def __init__(self, *, commitment_weight: float, entropy_weight: float) -> None:
-        self.weights = {"commitment": commitment_weight, "entropy": entropy_weight}
+    The entropy term's weight falls linearly from `entropy_weight` to `entropy_weight_final`
+    over `entropy_decay_steps`: strong at first, when the codes would otherwise collapse onto a
+    few dozen, weak later, when a strong one trades reconstruction for a flatter code histogram.
+    """
 
-    def loss(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def __init__(self, *, commitment_weight: float, entropy_weight: float, entropy_weight_final: float | None = None,
+                 entropy_decay_steps: int = 0) -> None:
+        self.commitment_weight = commitment_weight
+        self.entropy_weights = (entropy_weight, entropy_weight if entropy_weight_final is None else entropy_weight_final)
+        self.entropy_decay_steps = entropy_decay_steps
+
+    @classmethod
+    def from_config(cls, config) -> "TokenizerObjective":
+        return cls(commitment_weight=config.commitment_weight, entropy_weight=config.entropy_weight,
+                   entropy_weight_final=config.entropy_weight_final, entropy_decay_steps=config.entropy_decay_steps)
+
+    def entropy_weight(self, step: int) -> float:
+        start, final = self.entropy_weights
+        done = min(1.0, step / self.entropy_decay_steps) if self.entropy_decay_steps else 1.0
+        return start + (final - start) * done
+
+    def loss(self, model: nn.Module, images: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict]:
         reconstruction, aux = model(images)
         mse = F.mse_loss(reconstruction, images)
-        loss = mse + sum(self.weights.get(name, 0.0) * value for name, value in aux.items())
+        weights = {"commitment": self.commitment_weight, "entropy": self.entropy_weight(step)}
+        loss = mse + sum(weights.get(name, 0.0) * value for name, value in aux.items())
         return loss, {"loss": loss.detach(), "psnr": -10 * torch.log10(mse.detach()),
                       **{name: value.detach() for name, value in aux.items()}}
 
@@ -43,7 +62,7 @@ class TokenizerObjective:
 class PriorObjective:
     """Cross-entropy of each token given the ones before it (its cost in nats)."""
 
-    def loss(self, model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def loss(self, model: nn.Module, tokens: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict]:
         logits = model(tokens)  # (B, h*w, vocab)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
         return loss, {"loss": loss.detach(), "bits_per_token": loss.detach() / math.log(2)}

@@ -30,7 +30,9 @@ class TokenizerConfig:
     decoder_channels: int = 160
     decoder_blocks: int = 4
     commitment_weight: float = 0.25
-    entropy_weight: float = 0.1
+    entropy_weight: float = 0.1  # at step 0: keeps the codes from collapsing early
+    entropy_weight_final: float = 0.01  # from entropy_decay_steps on: lets reconstruction lead
+    entropy_decay_steps: int = 600
 
 
 class ResBlock(nn.Module):

@@ -209,7 +209,7 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step, elapsed_s)
             batch = train_data.sample(config.batch_size, generator, rank=dist.rank, world=dist.world).to(device)
-            loss, batch_metrics = objective.loss(net, batch)
+            loss, batch_metrics = objective.loss(net, batch, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

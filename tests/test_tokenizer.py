@@ -76,3 +76,11 @@ def test_config_is_frozen_and_keyword_only():
     config = TokenizerConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.bits = 3  # type: ignore[misc]
+
+
+def test_entropy_weight_falls_linearly_then_stays():
+    objective = TokenizerObjective(commitment_weight=0.25, entropy_weight=0.1, entropy_weight_final=0.01,
+                                   entropy_decay_steps=100)
+    assert objective.entropy_weight(0) == pytest.approx(0.1)
+    assert objective.entropy_weight(50) == pytest.approx(0.055)
+    assert objective.entropy_weight(100) == objective.entropy_weight(10_000) == pytest.approx(0.01)
