@@ -20,7 +20,8 @@ from .errors import BadInputError
 from .exact import ExactPrior
 
 CHUNK_TILES = 16  # part of the format: it fixes the order of the symbols
-MAX_BATCH_TILES = 64  # how many tiles one batched prior call may carry (speed only)
+MAX_BATCH_TILES = 64  # tiles per batched KV-cache decoding step (speed only)
+ENCODE_BATCH_TILES = 8  # tiles per teacher-forced pass: its attention scores are (n, heads, T, T) float64
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 Tile = tuple[int, int, int, int]  # row0, row1, col0, col1 on the token grid
@@ -50,8 +51,8 @@ def _group_by_shape(shapes: list[tuple[int, int]]) -> dict[tuple[int, int], list
     return groups
 
 
-def _member_batches(members: list[int], chunk: list[Tile]) -> Iterator[list[int]]:
-    per_batch = max(1, MAX_BATCH_TILES // len(chunk))
+def _member_batches(members: list[int], chunk: list[Tile], limit: int = MAX_BATCH_TILES) -> Iterator[list[int]]:
+    per_batch = max(1, limit // len(chunk))
     for start in range(0, len(members), per_batch):
         yield members[start : start + per_batch]
 
@@ -65,7 +66,7 @@ def encode_grids(prior: ExactPrior, grids: list[torch.Tensor], tile: tuple[int, 
     encoders = [constriction.stream.queue.RangeEncoder() for _ in grids]
     for shape, members in _group_by_shape([tuple(g.shape) for g in grids]).items():
         for chunk in coding_chunks(*shape, *tile):
-            for batch in _member_batches(members, chunk):
+            for batch in _member_batches(members, chunk, ENCODE_BATCH_TILES):
                 tiles = torch.cat([_cut(grids[i], chunk) for i in batch])  # (len(batch)*n, th, tw)
                 weights = prior.weights(prior.logits(tiles))  # (len(batch)*n, T, V)
                 for slot, index in enumerate(batch):
