@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .errors import BadInputError, ModelMismatchError, OutputError
+from .imageio import default_file_mode
 
 FORMAT = "stkc-checkpoint"
 FORMAT_VERSION = 1
@@ -81,6 +82,7 @@ def atomic_save(payload: dict, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, default_file_mode())
         with os.fdopen(handle, "wb") as file:
             torch.save(payload, file)
             file.flush()

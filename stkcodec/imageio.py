@@ -60,11 +60,19 @@ def check_writable(path: Path, *, force: bool) -> None:
         raise OutputError(f"{path}: folder {path.parent} does not exist")
 
 
+def default_file_mode() -> int:
+    """0666 less the process umask: the mode open() would have given a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, data: bytes, *, force: bool) -> None:
     """Write `data` to `path` via a temporary file and a rename: the output is whole or absent."""
     check_writable(path, force=force)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
+        os.chmod(temporary, default_file_mode())  # mkstemp's 0600 would surprise whoever shares the file
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
