@@ -107,6 +107,31 @@ def run_batched(ctx, label: str, inputs, targets, force: bool, work) -> list[dic
     return records
 
 
+def codec_options(function):
+    """--model, --force, --json and --max-pixels, shared by compress and decompress."""
+    for option in reversed([
+        click.option("--model", default="default", show_default=True,
+                     help="'default' or a folder with tokenizer.pt, prior.pt."),
+        click.option("--force", is_flag=True, help="Replace existing outputs."),
+        click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout."),
+        click.option("--max-pixels", type=click.IntRange(1), default=None, help="Refuse larger images (default 64 Mpx)."),
+        click.pass_context,
+    ]):
+        function = option(function)
+    return function
+
+
+def prepare(inputs, output, suffix: str, model: str, as_json: bool, max_pixels: int | None):
+    """The output paths and the codec of a compress or decompress run."""
+    from . import bitstream
+    from .codec import Codec
+
+    targets = output_paths(inputs, output, suffix)
+    if as_json and "-" in targets:
+        raise click.UsageError("--json prints on stdout; give -o when writing to stdout")
+    return targets, Codec(model, max_pixels=max_pixels or bitstream.DEFAULT_MAX_PIXELS)
+
+
 def emit_json(records: list[dict]) -> None:
     import json
 
@@ -116,22 +141,13 @@ def emit_json(records: list[dict]) -> None:
 @click.command(context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(), help="Output file (one input) or folder (several).")
-@click.option("--model", default="default", show_default=True, help="'default' or a folder with tokenizer.pt, prior.pt.")
-@click.option("--force", is_flag=True, help="Replace existing outputs.")
-@click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
-@click.option("--max-pixels", type=click.IntRange(1), default=None, help="Refuse larger images (default 64 Mpx).")
-@click.pass_context
+@codec_options
 def compress(ctx: click.Context, inputs, output, model, force, as_json, max_pixels) -> None:
     """Compress images to .stkc files ('-' for stdin/stdout)."""
-    from . import bitstream
-    from .codec import Codec
     from .imageio import open_image
 
-    limit = max_pixels or bitstream.DEFAULT_MAX_PIXELS
-    targets = output_paths(inputs, output, ".stkc")
-    if as_json and "-" in targets:
-        raise click.UsageError("--json prints on stdout; give -o when compressing to stdout")
-    codec = Codec(model, max_pixels=limit)
+    targets, codec = prepare(inputs, output, ".stkc", model, as_json, max_pixels)
+    limit = codec.max_pixels
 
     def work(batch):
         images = [open_image(data, max_pixels=limit, name=source) for source, _, data in batch]
@@ -154,24 +170,14 @@ def compress(ctx: click.Context, inputs, output, model, force, as_json, max_pixe
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(), help="Output file (one input) or folder (several); "
               "the suffix picks the format (PNG by default).")
-@click.option("--model", default="default", show_default=True, help="'default' or a folder with tokenizer.pt, prior.pt.")
-@click.option("--force", is_flag=True, help="Replace existing outputs.")
-@click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
-@click.option("--max-pixels", type=click.IntRange(1), default=None, help="Refuse larger images (default 64 Mpx).")
-@click.pass_context
+@codec_options
 def decompress(ctx: click.Context, inputs, output, model, force, as_json, max_pixels) -> None:
     """Decode .stkc files to images ('-' for stdin/stdout, PNG)."""
     from pathlib import Path
 
-    from . import bitstream
-    from .codec import Codec
     from .imageio import encode_image
 
-    limit = max_pixels or bitstream.DEFAULT_MAX_PIXELS
-    targets = output_paths(inputs, output, ".png")
-    if as_json and "-" in targets:
-        raise click.UsageError("--json prints on stdout; give -o when decompressing to stdout")
-    codec = Codec(model, max_pixels=limit)
+    targets, codec = prepare(inputs, output, ".png", model, as_json, max_pixels)
 
     def work(batch):
         images = codec.decompress_many([data for _, _, data in batch], [source for source, _, _ in batch])
