@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +78,18 @@ class ImageFolder:
             frames = np.stack(frames)  # (N, H, W, 3): one block of memory
         if cache:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache_file.with_suffix(".tmp.npz")
-            if isinstance(frames, np.ndarray):
-                np.savez(partial, frames=frames)
-            else:
-                np.savez(partial, **{str(i): f for i, f in enumerate(frames)})
-            os.replace(partial, cache_file)
+            # a temporary name of its own: DDP processes build the same cache at the same time
+            handle, partial = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.stem}.", suffix=".npz")
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    if isinstance(frames, np.ndarray):
+                        np.savez(file, frames=frames)
+                    else:
+                        np.savez(file, **{str(i): f for i, f in enumerate(frames)})
+                os.replace(partial, cache_file)
+            except BaseException:
+                Path(partial).unlink(missing_ok=True)
+                raise
         return frames
 
     def __len__(self) -> int:
