@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
@@ -16,7 +14,3 @@ def psnr_db(reference: torch.Tensor, test: torch.Tensor, *, peak: float = 1.0) -
 def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
     """[0, 1] floats -> the [0, 1] floats of the nearest 8-bit levels (what a PNG would hold)."""
     return (images.clamp(0, 1) * 255).round() / 255
-
-
-def bits_from_nats(nats: float) -> float:
-    return nats / math.log(2)

@@ -37,7 +37,6 @@ class TrainConfig:
     output: str = "model.pt"
     checkpoint_dir: str = "checkpoints"
     checkpoint_minutes: float = 3.0
-    valid_every: int = 0  # 0: validate at checkpoints and at the end
     valid_limit: int | None = 256
     resume: str | None = None
     quiet: bool = False
@@ -223,8 +222,7 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
                 metrics_log.write(step, "train", {**shown, "images_per_s": round(rate, 2), "lr": optimizer.param_groups[0]["lr"]})
                 info = " ".join(f"{k} {v:.3f}" for k, v in shown.items())
                 progress.update(task, completed=step, info=f"{info} {rate:.1f} img/s")
-            validate_now = config.valid_every and step % config.valid_every == 0
-            if time.monotonic() - last_save >= config.checkpoint_minutes * 60 or validate_now:
+            if time.monotonic() - last_save >= config.checkpoint_minutes * 60:
                 metrics = {**metrics, **evaluate()}
                 metrics_log.write(step, "valid", metrics)
                 save(final=False)
