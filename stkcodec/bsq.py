@@ -20,6 +20,7 @@ def _bernoulli_entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 FULL_ENTROPY_BITS = 12
+ENTROPY_SAMPLES = 4096  # latents per batch that the full-codebook entropy looks at
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
@@ -63,10 +64,14 @@ class BSQ(nn.Module):
         Each latent should sit confidently at one code while the batch as a whole uses the
         codebook evenly; without this the codes collapse to a few dozen of the 1024. Up to
         FULL_ENTROPY_BITS the soft assignment is over the whole codebook, which also
-        penalises bits that copy each other; above, the paper's factorised form (one
+        penalises bits that copy each other, estimated on at most about 2 * ENTROPY_SAMPLES
+        latents of the batch; above, the paper's factorised form (one
         Bernoulli per bit) keeps the cost linear in bits.
         """
         if self.bits <= FULL_ENTROPY_BITS:
+            # The (N, K) soft assignment is the costliest tensor in training; a regular subsample
+            # of the latents estimates the codebook usage as well and keeps it (4096, K).
+            unit = unit[:: max(1, unit.shape[0] // ENTROPY_SAMPLES)]
             codebook = self.index_to_codes(torch.arange(self.codebook_size, device=unit.device))  # (K, bits)
             probabilities = torch.softmax(unit @ codebook.t() / self.temperature, dim=-1)  # (N, K)
             per_sample = _entropy(probabilities).mean()

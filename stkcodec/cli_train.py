@@ -52,6 +52,8 @@ def train() -> None:
 @click.option("--encoder-blocks", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--decoder-channels", type=click.IntRange(1), default=160, show_default=True)
 @click.option("--decoder-blocks", type=click.IntRange(0), default=4, show_default=True)
+@click.option("--commitment-weight", type=click.FloatRange(0), default=0.25, show_default=True,
+              help="Weight of BSQ's commitment term (latent to its code).")
 @click.option("--entropy-weight", type=click.FloatRange(0), default=0.1, show_default=True,
               help="Weight of BSQ's entropy term at the start (keeps the codebook in use).")
 @click.option("--entropy-weight-final", type=click.FloatRange(0), default=0.01, show_default=True,
@@ -61,7 +63,7 @@ def train() -> None:
 @training_options
 @click.pass_context
 def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_channels, encoder_blocks,
-                    decoder_channels, decoder_blocks, entropy_weight, entropy_weight_final,
+                    decoder_channels, decoder_blocks, commitment_weight, entropy_weight, entropy_weight_final,
                     entropy_decay_steps, **options) -> None:
     """Train the patch auto-encoder (BSQ tokenizer) on a folder of images."""
     import torch
@@ -73,7 +75,8 @@ def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_c
 
     config = TokenizerConfig(patch_size=patch_size, bits=bits, encoder_channels=encoder_channels,
                              encoder_blocks=encoder_blocks, decoder_channels=decoder_channels,
-                             decoder_blocks=decoder_blocks, entropy_weight=entropy_weight,
+                             decoder_blocks=decoder_blocks, commitment_weight=commitment_weight,
+                             entropy_weight=entropy_weight,
                              entropy_weight_final=entropy_weight_final, entropy_decay_steps=entropy_decay_steps)
     torch.manual_seed(options["seed"])
     model = Tokenizer(config)

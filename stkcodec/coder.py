@@ -103,14 +103,14 @@ def _decode_chunk(prior: ExactPrior, decoders: list, grids: list[torch.Tensor], 
     count = len(decoders) * len(chunk)
     length = tile_rows * tile_cols
     cache = prior.new_cache(count, length)
-    previous = torch.full((count,), prior.start_token, dtype=torch.int64)
+    previous = np.full(count, prior.start_token, dtype=np.int64)
     symbols = np.empty((count, length), dtype=np.int64)
     for position in range(length):
         weights = prior.weights(prior.step(previous, position, tile_cols, cache))  # (count, V)
         for slot in range(count):
             decoder = decoders[slot // len(chunk)]
             symbols[slot, position] = decoder.decode(FAMILY, weights[slot : slot + 1])[0]
-        previous = torch.from_numpy(symbols[:, position].copy())
+        previous = symbols[:, position]
     for slot in range(count):
         r0, r1, c0, c1 = chunk[slot % len(chunk)]
         grids[slot // len(chunk)][r0:r1, c0:c1] = torch.from_numpy(symbols[slot].reshape(tile_rows, tile_cols))

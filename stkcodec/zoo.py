@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from .errors import BadInputError, ModelMismatchError
 from .exact import ExactPrior
 
 DEFAULT = "default"
-TILE = (20, 30)  # tokens per tile (rows, cols): one 150×100 frame at 5×5 patches
+FRAME = (100, 150)  # pixels (rows, cols) that one tile covers: a whole SuperTuxKart frame
 
 
 def default_model_dir() -> Path:
@@ -45,7 +46,9 @@ class CodecModel:
         self.exact_prior = ExactPrior(prior)
         digest = hashlib.sha256(f"{tokenizer.model_id}:{prior.model_id}".encode()).digest()
         self.model_id = digest[:4]
-        self.tile = (min(TILE[0], prior.config.max_rows), min(TILE[1], prior.config.max_cols))
+        p = tokenizer.config.patch_size
+        self.tile = (min(math.ceil(FRAME[0] / p), prior.config.max_rows),
+                     min(math.ceil(FRAME[1] / p), prior.config.max_cols))
 
     @classmethod
     def load(cls, model: str | Path | None = None) -> "CodecModel":
