@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import bitstream
+from . import bitstream, zoo
 from .bitstream import Header
 from .coder import decode_grids, encode_grids
 from .errors import BadInputError, ModelMismatchError
@@ -71,11 +71,37 @@ def token_images(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tupl
 
 
 class Codec:
-    """Compress and decompress with one codec model; reuse an instance for many images."""
+    """Compress and decompress with one codec model; reuse an instance for many images.
+
+    Made with the default model (`None` or 'default'), it also decodes files written by any
+    other shipped model, which it finds by the model id in their headers.
+    """
 
     def __init__(self, model: CodecModel | str | None = None, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> None:
         self.model = model if isinstance(model, CodecModel) else CodecModel.load(model)
         self.max_pixels = max_pixels
+        self.follows_headers = model in (None, zoo.DEFAULT)
+        self._others: dict[bytes, Codec] = {}
+
+    def for_model(self, model_id: bytes, name: str = "input") -> "Codec":
+        """The codec that decodes files of `model_id`: this one, or (default only) another shipped model."""
+        if model_id == self.model.model_id:
+            return self
+        shipped = zoo.shipped_name(model_id) if self.follows_headers else None
+        if shipped is None:
+            raise ModelMismatchError(f"{name}: made by model {model_id.hex()}, "
+                                     f"this one is {self.model.model_id.hex()} (pass the right --model)")
+        if model_id not in self._others:
+            self._others[model_id] = Codec(shipped, max_pixels=self.max_pixels)
+        return self._others[model_id]
+
+    def _by_model(self, files: Sequence[bytes], names: list[str]) -> list[tuple["Codec", list[int]]]:
+        """Indices of `files` grouped by the codec that decodes them (headers checked, nothing decoded)."""
+        groups: dict[bytes, list[int]] = {}
+        for index, (data, name) in enumerate(zip(files, names)):
+            header, _ = bitstream.parse(data, max_pixels=self.max_pixels, name=name)
+            groups.setdefault(header.model_id, []).append(index)
+        return [(self.for_model(model_id, names[members[0]]), members) for model_id, members in groups.items()]
 
     def compress_many(self, images: Sequence[Image.Image]) -> list[bytes]:
         """RGB (or any mode, converted) PIL images -> `.stkc` bytes each."""
@@ -105,6 +131,14 @@ class Codec:
     def tokens_many(self, files: Sequence[bytes], names: Sequence[str] | None = None) -> list[tuple[Header, torch.Tensor]]:
         """`.stkc` bytes -> (header, token grid) each, checksum verified."""
         names = list(names or [f"input {i}" for i in range(len(files))])
+        results: list = [None] * len(files)
+        for codec, members in self._by_model(files, names):
+            own = codec._own_tokens([files[i] for i in members], [names[i] for i in members])
+            for index, result in zip(members, own):
+                results[index] = result
+        return results
+
+    def _own_tokens(self, files: list[bytes], names: list[str]) -> list[tuple[Header, torch.Tensor]]:
         parsed = [bitstream.parse(data, max_pixels=self.max_pixels, name=name) for data, name in zip(files, names)]
         for (header, _), name in zip(parsed, names):
             self._check(header, name)
@@ -124,7 +158,16 @@ class Codec:
         return [(header, grid) for (header, _), grid in zip(parsed, grids)]
 
     def decompress_many(self, files: Sequence[bytes], names: Sequence[str] | None = None) -> list[Image.Image]:
-        decoded = self.tokens_many(files, names)
+        names = list(names or [f"input {i}" for i in range(len(files))])
+        images: list = [None] * len(files)
+        for codec, members in self._by_model(files, names):
+            own = codec._own_images([files[i] for i in members], [names[i] for i in members])
+            for index, image in zip(members, own):
+                images[index] = image
+        return images
+
+    def _own_images(self, files: list[bytes], names: list[str]) -> list[Image.Image]:
+        decoded = self._own_tokens(files, names)
         images: list[Image.Image | None] = [None] * len(files)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, (header, _) in enumerate(decoded):
@@ -140,9 +183,6 @@ class Codec:
 
     def _check(self, header: Header, name: str) -> None:
         model = self.model
-        if header.model_id != model.model_id:
-            raise ModelMismatchError(f"{name}: made by model {header.model_id.hex()}, "
-                                     f"this one is {model.model_id.hex()} (pass the right --model)")
         if header.patch_size != model.tokenizer.config.patch_size:
             raise BadInputError(f"{name}: patch size {header.patch_size} does not fit the model's "
                                 f"{model.tokenizer.config.patch_size}")

@@ -1,8 +1,15 @@
-"""The codec's models: a tokenizer and a prior, named by a directory or the shipped default."""
+"""The codec's models: a tokenizer and a prior, named by a folder or by a shipped model's name.
+
+Shipped models live in `models/<name>/` (installed as `stkcodec.models`); `models/index.json`
+names the default and gives each shipped model's codec id, so a file written by an older
+default still finds the model that decodes it.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import math
 from importlib import resources
 from pathlib import Path
@@ -15,15 +22,29 @@ DEFAULT = "default"
 FRAME = (100, 150)  # pixels (rows, cols) that one tile covers: a whole SuperTuxKart frame
 
 
-def default_model_dir() -> Path:
+def models_dir() -> Path:
     return Path(str(resources.files("stkcodec.models")))
 
 
+@functools.cache
+def shipped() -> dict:
+    """models/index.json: {"default": name, "models": {name: codec id hex}}."""
+    return json.loads((models_dir() / "index.json").read_text())
+
+
+def shipped_name(model_id: bytes) -> str | None:
+    """The shipped model whose codec id is `model_id`, if any."""
+    return next((name for name, hex_id in shipped()["models"].items() if hex_id == model_id.hex()), None)
+
+
 def resolve(model: str | Path | None) -> Path:
-    """A model name ('default') or a folder holding tokenizer.pt and prior.pt -> that folder."""
-    folder = default_model_dir() if model in (None, DEFAULT) else Path(model)
+    """'default', a shipped model's name, or a folder holding tokenizer.pt and prior.pt -> that folder."""
+    if model in (None, DEFAULT):
+        model = shipped()["default"]
+    folder = models_dir() / str(model) if str(model) in shipped()["models"] else Path(model)
     if not folder.is_dir():
-        raise BadInputError(f"{model}: no such model (give 'default' or a folder with tokenizer.pt and prior.pt)")
+        raise BadInputError(f"{model}: no such model (give 'default', a shipped model's name, "
+                            "or a folder with tokenizer.pt and prior.pt)")
     for name in ("tokenizer.pt", "prior.pt"):
         if not (folder / name).is_file():
             raise BadInputError(f"{folder}: lacks {name}")
@@ -53,4 +74,8 @@ class CodecModel:
     @classmethod
     def load(cls, model: str | Path | None = None) -> "CodecModel":
         folder = resolve(model)
-        return cls(load_model(folder / "tokenizer.pt", kind="tokenizer"), load_model(folder / "prior.pt", kind="prior"))
+        loaded = cls(load_model(folder / "tokenizer.pt", kind="tokenizer"), load_model(folder / "prior.pt", kind="prior"))
+        expected = shipped()["models"].get(folder.name) if folder.parent == models_dir() else None
+        if expected is not None and expected != loaded.model_id.hex():
+            raise ModelMismatchError(f"{folder}: codec id {loaded.model_id.hex()}, models/index.json says {expected}")
+        return loaded

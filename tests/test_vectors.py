@@ -1,7 +1,9 @@
-"""Conformance vectors: files written by the shipped default model must decode to the same
-tokens forever (and to the same pixels, within one level where float rounding breaks a tie).
+"""Conformance vectors: files written by every shipped model, today's default and earlier ones,
+must decode with the default codec to the same tokens forever (and to the same pixels, within
+one level where float rounding breaks a tie).
 
-STKC_GENERATE_VECTORS=1 rewrites them, on purpose only: when the format or the default model changes.
+formats/vectors/<model name>/ holds each model's files. STKC_GENERATE_VECTORS=1 writes the
+default model's, on purpose only: when a new default model ships or the format changes.
 """
 
 import hashlib
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from stkcodec import zoo
 from stkcodec.codec import Codec, token_images
 
 from .conftest import make_image
@@ -43,39 +46,48 @@ def codec():
 
 @pytest.mark.skipif(not os.environ.get("STKC_GENERATE_VECTORS"), reason="regenerates golden files on request only")
 def test_generate_vectors(codec):
-    VECTORS.mkdir(parents=True, exist_ok=True)
+    folder = VECTORS / zoo.shipped()["default"]
+    folder.mkdir(parents=True, exist_ok=True)
     manifest = {}
     for name, image in sources().items():
         data = codec.compress(image)
-        (VECTORS / f"{name}.stkc").write_bytes(data)
+        (folder / f"{name}.stkc").write_bytes(data)
         (_, tokens), = codec.tokens_many([data])
         decoded = codec.decompress(data)
-        decoded.save(VECTORS / f"{name}.png")
+        decoded.save(folder / f"{name}.png")
         manifest[name] = {"width": image.width, "height": image.height, "bytes": len(data),
                           "tokens_sha256": digest(tokens.numpy().astype("<u2")),
                           "pixels_sha256": digest(np.asarray(decoded))}
-    (VECTORS / "vectors.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (folder / "vectors.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def manifest() -> dict:
-    path = VECTORS / "vectors.json"
+def manifest(model: str) -> dict:
+    path = VECTORS / model / "vectors.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def test_vectors_exist():
-    assert len(manifest()) == len(sources()), "formats/vectors/vectors.json is missing or incomplete"
+def all_vectors() -> list[tuple[str, str]]:
+    return [(model, name) for model in sorted(zoo.shipped()["models"]) for name in sorted(manifest(model))]
 
 
-@pytest.mark.parametrize("name", sorted(manifest()))
-def test_vector_decodes_to_its_tokens_and_pixels(codec, name):
-    expected = manifest()[name]
-    data = (VECTORS / f"{name}.stkc").read_bytes()
+@pytest.mark.parametrize("model", sorted(zoo.shipped()["models"]))
+def test_every_shipped_model_has_vectors(model):
+    assert len(manifest(model)) == len(sources()), f"formats/vectors/{model}/vectors.json is missing or incomplete"
+
+
+@pytest.mark.parametrize(("model", "name"), all_vectors())
+def test_vector_decodes_to_its_tokens_and_pixels(codec, model, name):
+    expected = manifest(model)[name]
+    data = (VECTORS / model / f"{name}.stkc").read_bytes()
     (header, tokens), = codec.tokens_many([data], [name])
     assert (header.width, header.height) == (expected["width"], expected["height"])
     assert digest(tokens.numpy().astype("<u2")) == expected["tokens_sha256"]
-    decoded, = token_images(codec.model.tokenizer, [tokens], (header.width, header.height))
+    maker = codec.for_model(header.model_id)
+    assert maker.model.model_id.hex() == zoo.shipped()["models"][model]
+    decoded, = token_images(maker.model.tokenizer, [tokens], (header.width, header.height))
     decoded = np.asarray(decoded).astype(int)
-    with Image.open(VECTORS / f"{name}.png") as reference:
+    assert np.array_equal(decoded, np.asarray(codec.decompress(data)).astype(int))
+    with Image.open(VECTORS / model / f"{name}.png") as reference:
         reference_pixels = np.asarray(reference.convert("RGB")).astype(int)
     assert decoded.shape == reference_pixels.shape
     assert np.abs(decoded - reference_pixels).max() <= 1  # the decoder's float math may break a tie differently
