@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_common import CONTEXT, say
+from .cli_common import CONTEXT, MODEL_HELP, say
 
 
 def output_paths(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[str]:
@@ -111,7 +111,7 @@ def codec_options(function):
     """--model, --force, --json and --max-pixels, shared by compress and decompress."""
     for option in reversed([
         click.option("--model", default="default", show_default=True,
-                     help="'default' or a folder with tokenizer.pt, prior.pt."),
+                     help=MODEL_HELP),
         click.option("--force", is_flag=True, help="Replace existing outputs."),
         click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout."),
         click.option("--max-pixels", type=click.IntRange(1), default=None, help="Refuse larger images (default 64 Mpx)."),
@@ -202,10 +202,10 @@ def info(file, as_json, max_pixels) -> None:
     """Show what a .stkc header says (no model needed)."""
     import json
 
-    from . import bitstream
+    from . import bitstream, zoo
 
     header, _ = bitstream.parse(read_input(file), max_pixels=max_pixels or bitstream.DEFAULT_MAX_PIXELS, name=file)
-    described = header.describe()
+    described = {**header.describe(), "shipped_model": zoo.shipped_name(header.model_id)}
     if as_json:
         click.echo(json.dumps(described, indent=2))
         return
@@ -221,7 +221,7 @@ def info(file, as_json, max_pixels) -> None:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 @click.option("--plot", type=click.Path(), help="Write a PSNR-vs-bpp plot here (PNG; needs the plot extra).")
-@click.option("--model", default="default", show_default=True, help="'default' or a folder with tokenizer.pt, prior.pt.")
+@click.option("--model", default="default", show_default=True, help=MODEL_HELP)
 @click.pass_context
 def bench_command(ctx: click.Context, data_dir, codecs, limit, as_json, plot, model) -> None:
     """Rate-distortion and speed of stkc against JPEG, WebP, AVIF and JPEG XL.

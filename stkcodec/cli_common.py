@@ -33,3 +33,6 @@ class Group(click.Group):
 def say(ctx: click.Context, message: str) -> None:
     if not ctx.obj["quiet"]:
         click.echo(message, err=True)
+
+
+MODEL_HELP = "'default', a shipped model's name (stkc info shows it), or a folder with tokenizer.pt and prior.pt."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_common import CONTEXT, Group, say
+from .cli_common import CONTEXT, MODEL_HELP, Group, say
 
 
 def training_options(function):
@@ -153,7 +153,7 @@ def tokenize(ctx: click.Context, data_dir, output, tokenizer_path, force) -> Non
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True)
 @click.option("--top-k", type=click.IntRange(1), default=None)
 @click.option("--sheet", type=click.Path(), help="Also write all images as one contact sheet (PNG).")
-@click.option("--model", default="default", show_default=True, help="'default' or a folder with tokenizer.pt, prior.pt.")
+@click.option("--model", default="default", show_default=True, help=MODEL_HELP)
 @click.option("--force", is_flag=True, help="Replace existing outputs.")
 @click.pass_context
 def generate(ctx: click.Context, count, output_dir, seed, temperature, top_k, sheet, model, force) -> None:

@@ -93,3 +93,15 @@ def test_vector_decodes_to_its_tokens_and_pixels(codec, model, name):
     assert np.abs(decoded - reference_pixels).max() <= 1  # the decoder's float math may break a tie differently
     if digest(decoded.astype(np.uint8)) != expected["pixels_sha256"]:
         pytest.xfail("pixels differ by one level somewhere on this machine (allowed)")
+
+
+def test_shipped_models_load_by_name_and_an_explicit_model_refuses_other_files(tiny_codec_model):
+    from stkcodec.errors import ModelMismatchError
+
+    for model in zoo.shipped()["models"]:
+        named = Codec(model)
+        assert named.model.model_id.hex() == zoo.shipped()["models"][model]
+        data = (VECTORS / model / "odd-13x7.stkc").read_bytes()
+        assert named.decompress(data).size == (13, 7)
+        with pytest.raises(ModelMismatchError):
+            Codec(tiny_codec_model).decompress(data)
