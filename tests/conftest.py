@@ -12,7 +12,7 @@ from stkcodec.prior import Prior, PriorConfig
 from stkcodec.tokenizer import Tokenizer, TokenizerConfig
 from stkcodec.zoo import CodecModel
 
-TINY_TOKENIZER = TokenizerConfig(encoder_channels=8, encoder_blocks=1, decoder_channels=8, decoder_blocks=1, bits=6)
+TINY_TOKENIZER = TokenizerConfig(patch_size=5, encoder_channels=8, encoder_blocks=1, decoder_channels=8, decoder_blocks=1, bits=6)
 TINY_PRIOR = PriorConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2)
 
 
