@@ -130,11 +130,17 @@ class Codec:
 
     def tokens_many(self, files: Sequence[bytes], names: Sequence[str] | None = None) -> list[tuple[Header, torch.Tensor]]:
         """`.stkc` bytes -> (header, token grid) each, checksum verified."""
+        return self._per_model(files, names, Codec._own_tokens)
+
+    def decompress_many(self, files: Sequence[bytes], names: Sequence[str] | None = None) -> list[Image.Image]:
+        return self._per_model(files, names, Codec._own_images)
+
+    def _per_model(self, files: Sequence[bytes], names: Sequence[str] | None, work) -> list:
+        """`work(codec, files, names)` once for each model that `files` need; results in input order."""
         names = list(names or [f"input {i}" for i in range(len(files))])
         results: list = [None] * len(files)
         for codec, members in self._by_model(files, names):
-            own = codec._own_tokens([files[i] for i in members], [names[i] for i in members])
-            for index, result in zip(members, own):
+            for index, result in zip(members, work(codec, [files[i] for i in members], [names[i] for i in members])):
                 results[index] = result
         return results
 
@@ -156,15 +162,6 @@ class Codec:
                                             "this machine computes different probabilities than the encoder's)")
                     grids[index] = tokens
         return [(header, grid) for (header, _), grid in zip(parsed, grids)]
-
-    def decompress_many(self, files: Sequence[bytes], names: Sequence[str] | None = None) -> list[Image.Image]:
-        names = list(names or [f"input {i}" for i in range(len(files))])
-        images: list = [None] * len(files)
-        for codec, members in self._by_model(files, names):
-            own = codec._own_images([files[i] for i in members], [names[i] for i in members])
-            for index, image in zip(members, own):
-                images[index] = image
-        return images
 
     def _own_images(self, files: list[bytes], names: list[str]) -> list[Image.Image]:
         decoded = self._own_tokens(files, names)
