@@ -1,4 +1,5 @@
 import io
+import json
 
 import numpy as np
 import pytest
@@ -172,3 +173,36 @@ def test_payload_too_short_for_the_claimed_size_is_refused_before_decoding(codec
                             header.tile_cols, header.payload_bytes, header.token_crc32)
     with pytest.raises(BadInputError, match="too short"):
         codec.decompress(huge.pack() + payload)
+
+
+def test_default_codec_decodes_files_of_every_shipped_model(tmp_path, monkeypatch):
+    from stkcodec import zoo
+    from stkcodec.checkpoint import save_model
+
+    index = {"default": "new", "models": {}}
+    for name, seed in [("old", 1), ("new", 2)]:
+        tokenizer, prior = tiny_models(seed)
+        save_model(tokenizer, tmp_path / name / "tokenizer.pt")
+        save_model(prior, tmp_path / name / "prior.pt", provenance={"train": {"tokenizer_id": tokenizer.model_id}})
+        index["models"][name] = CodecModel(tokenizer, prior).model_id.hex()
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(zoo, "models_dir", lambda: tmp_path)
+    zoo.shipped.cache_clear()
+    try:
+        image = make_image(40, 30, seed=4)
+        old_file, new_file = Codec("old").compress(image), Codec("new").compress(image)
+        assert old_file[4:8] != new_file[4:8]  # two model ids
+        default = Codec("default")
+        assert default.model.model_id.hex() == index["models"]["new"]
+        decoded = default.decompress_many([old_file, new_file, old_file])
+        assert decoded[0].tobytes() == Codec("old").decompress(old_file).tobytes() == decoded[2].tobytes()
+        assert decoded[1].tobytes() == Codec("new").decompress(new_file).tobytes()
+        with pytest.raises(ModelMismatchError):  # one named model decodes its own files only
+            Codec("new").decompress(old_file)
+        index["models"]["new"] = "00000000"
+        (tmp_path / "index.json").write_text(json.dumps(index))
+        zoo.shipped.cache_clear()
+        with pytest.raises(ModelMismatchError):  # weights that are not what the index says
+            Codec("new")
+    finally:
+        zoo.shipped.cache_clear()
