@@ -47,6 +47,8 @@ class ResBlock(nn.Module):
 
 class Tokenizer(nn.Module):
     kind = "tokenizer"
+    # weights of the training loss, not of the model: --resume may change them
+    loss_fields = ("commitment_weight", "entropy_weight", "entropy_weight_final", "entropy_decay_steps")
 
     def __init__(self, config: TokenizerConfig) -> None:
         super().__init__()

@@ -148,8 +148,13 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
 
     if config.resume:
         state = read_checkpoint(config.resume, kind=model.kind)
-        if state["config"] != model_payload(model)["config"]:
-            raise ModelMismatchError(f"{config.resume}: its model config differs from the one asked for")
+        saved, asked = state["config"], model_payload(model)["config"]
+        changed = sorted(key for key in saved.keys() | asked.keys() if saved.get(key) != asked.get(key))
+        if set(changed) - set(getattr(model, "loss_fields", ())):
+            raise ModelMismatchError(f"{config.resume}: its model config differs from the one asked for "
+                                     f"({', '.join(changed)})")
+        if changed:
+            log("resuming with other loss weights: " + ", ".join(f"{k} {saved[k]} -> {asked[k]}" for k in changed))
         model.load_state_dict(state["state_dict"])
         if "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])

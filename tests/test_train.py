@@ -73,3 +73,14 @@ def test_two_process_ddp_on_cpu(tmp_path, frames_dir):
     payload = read_checkpoint(tmp_path / "ddp.pt")
     assert payload["step"] == 3
     assert len(list(Path(tmp_path / "ck").glob("*/checkpoint.pt"))) == 1  # only rank 0 writes
+
+
+def test_resume_may_change_loss_weights_only(tmp_path, frames_dir):
+    common = ["train", "tokenizer", "--data", frames_dir, "--batch-size", "2", *TINY]
+    run(["--quiet", *common, "--steps", "2", "-o", str(tmp_path / "a.pt"), "--checkpoint-dir", str(tmp_path / "a")])
+    result = CliRunner().invoke(main, [*common, "--steps", "3", "--entropy-weight", "0.05", "--resume",
+                                       str(tmp_path / "a.pt"), "-o", str(tmp_path / "b.pt"),
+                                       "--checkpoint-dir", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "entropy_weight 0.1 -> 0.05" in result.output
+    assert read_checkpoint(tmp_path / "b.pt")["config"]["entropy_weight"] == 0.05
