@@ -26,7 +26,10 @@ SETTINGS = {
     "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
     "aten-avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
     "mkl-onednn-avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
-    "one-thread": {"OMP_NUM_THREADS": "1"},
+    "one-thread": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    # the exact prior's products run in NumPy's OpenBLAS: force its generic and AVX2 kernels
+    "openblas-generic": {"OPENBLAS_CORETYPE": "Prescott"},
+    "openblas-avx2": {"OPENBLAS_CORETYPE": "Haswell"},
 }
 BATCHES = {"batch-64": 64, "batch-1": 1}
 

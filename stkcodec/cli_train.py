@@ -60,11 +60,13 @@ def train() -> None:
               help="...falling linearly to this weight...")
 @click.option("--entropy-decay-steps", type=click.IntRange(0), default=600, show_default=True,
               help="...over this many steps.")
+@click.option("--decoder-only", is_flag=True,
+              help="With --resume: train the decoder alone; tokens, and a prior trained on them, stay valid.")
 @training_options
 @click.pass_context
 def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_channels, encoder_blocks,
                     decoder_channels, decoder_blocks, commitment_weight, entropy_weight, entropy_weight_final,
-                    entropy_decay_steps, **options) -> None:
+                    entropy_decay_steps, decoder_only, **options) -> None:
     """Train the patch auto-encoder (BSQ tokenizer) on a folder of images."""
     import torch
 
@@ -80,6 +82,10 @@ def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_c
                              entropy_weight_final=entropy_weight_final, entropy_decay_steps=entropy_decay_steps)
     torch.manual_seed(options["seed"])
     model = Tokenizer(config)
+    if decoder_only:
+        if not options["resume"]:
+            raise click.UsageError("--decoder-only needs --resume: the tokenizer whose encoder to keep")
+        model.freeze_encoder()
     train_data = ImageFolder(data)
     valid_data = ImageFolder(valid) if valid else None
     say(ctx, f"tokenizer: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training images")

@@ -66,6 +66,32 @@ class Tokenizer(nn.Module):
         self.to_pixels = nn.Conv2d(cd, 3 * p * p, 3, padding=1)
         self.unpatchify = nn.PixelShuffle(p)
 
+    def freeze_encoder(self) -> None:
+        """Train the decoder alone: the encoder's weights and batch-norm statistics stay as they
+        are, so every image keeps its tokens and a prior trained on them stays valid."""
+        self.encoder_frozen = True
+        for module in self._encoder_side():
+            module.requires_grad_(False)
+        self.train(self.training)
+
+    def _encoder_side(self) -> list[nn.Module]:
+        return [self.patchify, self.encoder, self.to_latent, self.quantizer]
+
+    def train(self, mode: bool = True) -> "Tokenizer":
+        super().train(mode)
+        if getattr(self, "encoder_frozen", False):
+            for module in self._encoder_side():
+                module.eval()
+        return self
+
+    def resumed_provenance(self, state: dict) -> dict:
+        """Provenance carried over from the model a run resumes: with a frozen encoder, the ids
+        of the tokenizers that make the same tokens (a prior trained on theirs fits this one)."""
+        if not getattr(self, "encoder_frozen", False):
+            return {}
+        earlier = (state.get("provenance") or {}).get("same_encoder_as", [])
+        return {"same_encoder_as": list(dict.fromkeys([state["model_id"], *earlier]))}
+
     @property
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
@@ -89,9 +115,10 @@ class Tokenizer(nn.Module):
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, 3, H, W) in [0, 1] -> (codes (B, bits, h, w), BSQ's auxiliary losses)."""
-        x = self.patchify(self._pad(images) * 2 - 1)  # (B, ce, h, w)
-        latents = self.to_latent(self.encoder(x)).permute(0, 2, 3, 1)  # (B, h, w, bits)
-        codes, losses = self.quantizer(latents)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not getattr(self, "encoder_frozen", False)):
+            x = self.patchify(self._pad(images) * 2 - 1)  # (B, ce, h, w)
+            latents = self.to_latent(self.encoder(x)).permute(0, 2, 3, 1)  # (B, h, w, bits)
+            codes, losses = self.quantizer(latents)
         return codes.permute(0, 3, 1, 2), losses
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,8 @@ class CodecModel:
             raise ModelMismatchError(
                 f"prior predicts {prior.config.vocab_size} symbols, tokenizer makes {tokenizer.codebook_size}")
         trained_on = (getattr(prior, "provenance", {}).get("train") or {}).get("tokenizer_id")
-        if trained_on is not None and trained_on != tokenizer.model_id:
+        same_tokens = {tokenizer.model_id, *getattr(tokenizer, "provenance", {}).get("same_encoder_as", [])}
+        if trained_on is not None and trained_on not in same_tokens:
             raise ModelMismatchError(f"prior was trained on tokens of tokenizer {trained_on[:12]}, "
                                      f"not of this one ({tokenizer.model_id[:12]})")
         self.tokenizer = tokenizer

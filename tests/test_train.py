@@ -84,3 +84,31 @@ def test_resume_may_change_loss_weights_only(tmp_path, frames_dir):
     assert result.exit_code == 0, result.output
     assert "entropy_weight 0.1 -> 0.05" in result.output
     assert read_checkpoint(tmp_path / "b.pt")["config"]["entropy_weight"] == 0.05
+
+
+def test_decoder_only_keeps_tokens_and_the_prior_trained_on_them(tmp_path, frames_dir):
+    import torch
+
+    from stkcodec.data import ImageFolder
+    from stkcodec.prior import Prior, PriorConfig
+    from stkcodec.zoo import CodecModel
+
+    common = ["train", "tokenizer", "--data", frames_dir, "--batch-size", "2", *TINY]
+    run(["--quiet", *common, "--steps", "3", "-o", str(tmp_path / "a.pt"), "--checkpoint-dir", str(tmp_path / "a")])
+    result = run(["--quiet", *common, "--steps", "8", "--decoder-only", "--resume", str(tmp_path / "a.pt"),
+                  "-o", str(tmp_path / "b.pt"), "--checkpoint-dir", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    before, after = load_model(tmp_path / "a.pt", kind="tokenizer"), load_model(tmp_path / "b.pt", kind="tokenizer")
+    changed = {name for name, value in before.state_dict().items() if not torch.equal(value, after.state_dict()[name])}
+    assert changed and all(name.split(".")[0] in {"from_latent", "decoder", "to_pixels"} for name in changed)
+    images = next(iter(ImageFolder(frames_dir).batches(9)))
+    assert torch.equal(before.encode_index(images), after.encode_index(images))
+    assert after.provenance["same_encoder_as"] == [before.model_id]
+    prior = Prior(PriorConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2)).eval()
+    prior.model_id, prior.provenance = "p" * 64, {"train": {"tokenizer_id": before.model_id}}
+    CodecModel(after, prior)  # accepted: the prior learned the tokens this decoder reads
+
+
+def test_decoder_only_needs_resume(frames_dir):
+    result = CliRunner().invoke(main, ["train", "tokenizer", "--data", frames_dir, "--steps", "1", "--decoder-only"])
+    assert result.exit_code == 2 and "--resume" in result.output
