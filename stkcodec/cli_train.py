@@ -62,11 +62,13 @@ def train() -> None:
               help="...over this many steps.")
 @click.option("--decoder-only", is_flag=True,
               help="With --resume: train the decoder alone; tokens, and a prior trained on them, stay valid.")
+@click.option("--encoder-from", type=click.Path(),
+              help="Keep this tokenizer's encoder (frozen) and train a new decoder, of any shape, for its tokens.")
 @training_options
 @click.pass_context
 def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_channels, encoder_blocks,
                     decoder_channels, decoder_blocks, commitment_weight, entropy_weight, entropy_weight_final,
-                    entropy_decay_steps, decoder_only, **options) -> None:
+                    entropy_decay_steps, decoder_only, encoder_from, **options) -> None:
     """Train the patch auto-encoder (BSQ tokenizer) on a folder of images."""
     import torch
 
@@ -86,6 +88,10 @@ def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_c
         if not options["resume"]:
             raise click.UsageError("--decoder-only needs --resume: the tokenizer whose encoder to keep")
         model.freeze_encoder()
+    if encoder_from:
+        from .checkpoint import load_model
+
+        model.keep_encoder_of(load_model(encoder_from, kind="tokenizer"))
     train_data = ImageFolder(data)
     valid_data = ImageFolder(valid) if valid else None
     say(ctx, f"tokenizer: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training images")

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .bsq import BSQ
+from .errors import ModelMismatchError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,13 +85,28 @@ class Tokenizer(nn.Module):
                 module.eval()
         return self
 
-    def resumed_provenance(self, state: dict) -> dict:
-        """Provenance carried over from the model a run resumes: with a frozen encoder, the ids
-        of the tokenizers that make the same tokens (a prior trained on theirs fits this one)."""
+    def keep_encoder_of(self, other: "Tokenizer") -> None:
+        """Take `other`'s encoder (same patch, bits and encoder shape) and freeze it: this model
+        makes `other`'s tokens, whatever its decoder."""
+        fields = ("patch_size", "bits", "encoder_channels", "encoder_blocks")
+        differ = [f for f in fields if getattr(self.config, f) != getattr(other.config, f)]
+        if differ:
+            raise ModelMismatchError(f"the encoder to keep has another {', '.join(differ)}")
+        for mine, theirs in zip(self._encoder_side(), other._encoder_side(), strict=True):
+            mine.load_state_dict(theirs.state_dict())
+        self.same_encoder_as = [other.model_id, *getattr(other, "provenance", {}).get("same_encoder_as", [])]
+        self.freeze_encoder()
+
+    def training_provenance(self, resumed: dict | None) -> dict:
+        """What a training run records about where this model's tokens come from: with a frozen
+        encoder, the ids of the tokenizers that make the same tokens (a prior trained on theirs
+        fits this one)."""
         if not getattr(self, "encoder_frozen", False):
             return {}
-        earlier = (state.get("provenance") or {}).get("same_encoder_as", [])
-        return {"same_encoder_as": list(dict.fromkeys([state["model_id"], *earlier]))}
+        ids = list(getattr(self, "same_encoder_as", []))
+        if resumed is not None:
+            ids = [resumed["model_id"], *(resumed.get("provenance") or {}).get("same_encoder_as", []), *ids]
+        return {"same_encoder_as": list(dict.fromkeys(ids))}
 
     @property
     def codebook_size(self) -> int:

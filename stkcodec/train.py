@@ -161,10 +161,10 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
             rng = state["rng"]
             generator.set_state(rng[dist.rank] if dist.rank < len(rng) else rng[0])
         step, elapsed_s = int(state.get("step", 0)), float(state.get("elapsed_s", 0.0))
-        if hasattr(model, "resumed_provenance"):
-            provenance.update(model.resumed_provenance(state))
         metrics = dict(state.get("metrics", {}))
         log(f"resuming {config.resume} at step {step}")
+    if hasattr(model, "training_provenance"):
+        provenance.update(model.training_provenance(state if config.resume else None))
 
     run_dir = Path(config.checkpoint_dir) / f"{datetime.now():%Y%m%d-%H%M%S}-{model.kind}"
     if dist.main:

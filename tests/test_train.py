@@ -112,3 +112,23 @@ def test_decoder_only_keeps_tokens_and_the_prior_trained_on_them(tmp_path, frame
 def test_decoder_only_needs_resume(frames_dir):
     result = CliRunner().invoke(main, ["train", "tokenizer", "--data", frames_dir, "--steps", "1", "--decoder-only"])
     assert result.exit_code == 2 and "--resume" in result.output
+
+
+def test_encoder_from_trains_a_new_decoder_for_the_same_tokens(tmp_path, frames_dir):
+    import torch
+
+    from stkcodec.data import ImageFolder
+
+    common = ["train", "tokenizer", "--data", frames_dir, "--batch-size", "2", "--steps", "3"]
+    run(["--quiet", *common, *TINY, "-o", str(tmp_path / "a.pt"), "--checkpoint-dir", str(tmp_path / "a")])
+    bigger = [*TINY[:4], "--decoder-channels", "12", "--decoder-blocks", "2", "--bits", "6"]
+    result = run(["--quiet", *common, *bigger, "--encoder-from", str(tmp_path / "a.pt"), "-o", str(tmp_path / "b.pt"),
+                  "--checkpoint-dir", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    before, after = load_model(tmp_path / "a.pt", kind="tokenizer"), load_model(tmp_path / "b.pt", kind="tokenizer")
+    images = next(iter(ImageFolder(frames_dir).batches(9)))
+    assert torch.equal(before.encode_index(images), after.encode_index(images))
+    assert after.config.decoder_blocks == 2 and after.provenance["same_encoder_as"] == [before.model_id]
+    other = run([*common, *TINY[:4], "--decoder-channels", "8", "--decoder-blocks", "1", "--bits", "7",
+                 "--encoder-from", str(tmp_path / "a.pt"), "-o", str(tmp_path / "c.pt")])
+    assert other.exit_code == 3 and "bits" in other.output
