@@ -80,6 +80,13 @@ def to_exponents(values: np.ndarray, scale: float) -> np.ndarray:
     return np.round(values * (scale * LOG2_E * EXP_STEPS))
 
 
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b, also over stacks of matrices, in PyTorch's kernels: NumPy loops over a stack one
+    small product at a time, and its BLAS threads would fight PyTorch's for the cores. Exact
+    like every product here, whichever kernel and summation order run."""
+    return torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+
+
 def _float64(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().double().cpu().numpy()
 
@@ -92,7 +99,8 @@ class ExactLinear:
         self.weight_t = np.ascontiguousarray(np.round(weight / self.scale[:, None]).T)  # (in, out) integers
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.round((x @ self.weight_t) * self.scale)
+        flat = _matmul(x.reshape(-1, x.shape[-1]), self.weight_t)
+        return np.round(flat * self.scale).reshape(*x.shape[:-1], -1)
 
 
 class ExactRMSNorm:
@@ -164,12 +172,12 @@ class ExactPrior:
             cache.keys[index][:, :, past : past + length] = k
             cache.values[index][:, :, past : past + length] = v
             k, v = cache.keys[index][:, :, : past + length], cache.values[index][:, :, : past + length]
-        scores = to_exponents(q @ k.swapaxes(-1, -2), self.score_scale)  # (B, H, T, S)
+        scores = to_exponents(_matmul(q, k.swapaxes(-1, -2)), self.score_scale)  # (B, H, T, S)
         if length > 1:
             visible = np.tri(length, k.shape[2], past, dtype=bool)
             scores = np.where(visible, scores, NEG_LARGE)
         weights = exp2_weights(scores.max(-1, keepdims=True) - scores, ATTENTION_BITS)
-        mixed = np.round((weights @ v) / weights.sum(-1, keepdims=True))
+        mixed = np.round(_matmul(weights, v) / weights.sum(-1, keepdims=True))
         return layer["proj"](mixed.transpose(0, 2, 1, 3).reshape(batch, length, dim))
 
     def _run(self, x: np.ndarray, cache: ExactCache | None) -> np.ndarray:
