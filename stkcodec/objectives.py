@@ -19,6 +19,8 @@ class TokenizerObjective:
     few dozen, weak later, when a strong one trades reconstruction for a flatter code histogram.
     """
 
+    best = ("valid_psnr_db", 1)  # the validation figure that picks best.pt, and its sign (higher is better)
+
     def __init__(self, *, commitment_weight: float, entropy_weight: float, entropy_weight_final: float | None = None,
                  entropy_decay_steps: int = 0) -> None:
         self.commitment_weight = commitment_weight
@@ -61,6 +63,8 @@ class TokenizerObjective:
 
 class PriorObjective:
     """Cross-entropy of each token given the ones before it (its cost in nats)."""
+
+    best = ("valid_bits_per_token", -1)  # the validation figure that picks best.pt, and its sign (lower is better)
 
     def loss(self, model: nn.Module, tokens: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict]:
         logits = model(tokens)  # (B, h*w, vocab)

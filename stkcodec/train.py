@@ -1,7 +1,8 @@
 """One training loop for every stkc model.
 
 The model and its objective are parameters (see `objectives.py`); the loop owns the rest:
-optimiser and schedule, checkpoints every few minutes and exact resume, progress, metrics
+optimiser and schedule, checkpoints every few minutes and exact resume, the model with the best
+validation so far (`best.pt` beside the checkpoint), progress, metrics
 as JSON lines (and TensorBoard events when `tensorboard` is installed), and
 DistributedDataParallel when started by `torchrun`.
 """
@@ -189,10 +190,17 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
         model.train()
         return result
 
+    best_score = [-math.inf]
+
     def save(final: bool) -> None:
         rng = gather_rng()
         if not dist.main:
             return
+        name, sign = getattr(objective, "best", (None, 1))
+        if name in metrics and sign * metrics[name] > best_score[0]:  # the best validation so far, kept apart
+            best_score[0] = sign * metrics[name]
+            atomic_save(model_payload(model, half=True, step=step, metrics=metrics, provenance=provenance),
+                        run_dir / "best.pt")
         payload = model_payload(model, step=step, metrics=metrics, provenance=provenance)
         atomic_save({**payload, "optimizer": optimizer.state_dict(), "rng": rng, "elapsed_s": elapsed_s},
                     run_dir / "checkpoint.pt")

@@ -30,6 +30,8 @@ def test_train_tokenizer_writes_model_metrics_and_checkpoint(tmp_path, frames_di
     run_dir, = (tmp_path / "ck").iterdir()
     state = read_checkpoint(run_dir / "checkpoint.pt")
     assert {"optimizer", "rng", "elapsed_s"} <= set(state)
+    best = read_checkpoint(run_dir / "best.pt")  # the best validation so far, as a model file
+    assert "valid_psnr_db" in best["metrics"] and "optimizer" not in best
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["split"] == "valid"
 
