@@ -18,8 +18,9 @@ in which every tensor holds integers:
 The integers for a token never depend on which other tokens or images share the batch, so
 the teacher-forced pass (encoder) and the KV-cache steps (decoder) agree exactly.
 
-It runs in NumPy: decoding is a loop of one small step per token, and NumPy's per-operation
-overhead is a fraction of PyTorch's, which made up most of a step's time.
+The element-wise steps run in NumPy: decoding is a loop of one small step per token, and
+NumPy's per-operation overhead is a fraction of PyTorch's, which made up most of a step's
+time. The products run in PyTorch's kernels (see `_matmul`).
 """
 
 from __future__ import annotations
