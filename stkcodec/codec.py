@@ -95,11 +95,10 @@ class Codec:
             self._others[model_id] = Codec(shipped, max_pixels=self.max_pixels)
         return self._others[model_id]
 
-    def _by_model(self, files: Sequence[bytes], names: list[str]) -> list[tuple["Codec", list[int]]]:
-        """Indices of `files` grouped by the codec that decodes them (headers checked, nothing decoded)."""
+    def _by_model(self, parsed: list, names: list[str]) -> list[tuple["Codec", list[int]]]:
+        """Indices of parsed files grouped by the codec that decodes them."""
         groups: dict[bytes, list[int]] = {}
-        for index, (data, name) in enumerate(zip(files, names)):
-            header, _ = bitstream.parse(data, max_pixels=self.max_pixels, name=name)
+        for index, (header, _) in enumerate(parsed):
             groups.setdefault(header.model_id, []).append(index)
         return [(self.for_model(model_id, names[members[0]]), members) for model_id, members in groups.items()]
 
@@ -136,22 +135,23 @@ class Codec:
         return self._per_model(files, names, Codec._own_images)
 
     def _per_model(self, files: Sequence[bytes], names: Sequence[str] | None, work) -> list:
-        """`work(codec, files, names)` once for each model that `files` need; results in input order."""
+        """Headers parsed and checked, then `work(codec, parsed, names)` once for each model that
+        `files` need; results in input order."""
         names = list(names or [f"input {i}" for i in range(len(files))])
+        parsed = [bitstream.parse(data, max_pixels=self.max_pixels, name=name) for data, name in zip(files, names)]
         results: list = [None] * len(files)
-        for codec, members in self._by_model(files, names):
-            for index, result in zip(members, work(codec, [files[i] for i in members], [names[i] for i in members])):
+        for codec, members in self._by_model(parsed, names):
+            for index, result in zip(members, work(codec, [parsed[i] for i in members], [names[i] for i in members])):
                 results[index] = result
         return results
 
-    def _own_tokens(self, files: list[bytes], names: list[str]) -> list[tuple[Header, torch.Tensor]]:
-        parsed = [bitstream.parse(data, max_pixels=self.max_pixels, name=name) for data, name in zip(files, names)]
+    def _own_tokens(self, parsed: list, names: list[str]) -> list[tuple[Header, torch.Tensor]]:
         for (header, _), name in zip(parsed, names):
             self._check(header, name)
         groups: dict[tuple, list[int]] = {}
         for index, (header, _) in enumerate(parsed):
             groups.setdefault((header.grid, header.tile_rows, header.tile_cols), []).append(index)
-        grids: list[torch.Tensor | None] = [None] * len(files)
+        grids: list[torch.Tensor | None] = [None] * len(parsed)
         with torch.inference_mode():
             for (grid, tile_rows, tile_cols), members in groups.items():
                 decoded = decode_grids(self.model.exact_prior, [parsed[i][1] for i in members], [grid] * len(members),
@@ -163,9 +163,9 @@ class Codec:
                     grids[index] = tokens
         return [(header, grid) for (header, _), grid in zip(parsed, grids)]
 
-    def _own_images(self, files: list[bytes], names: list[str]) -> list[Image.Image]:
-        decoded = self._own_tokens(files, names)
-        images: list[Image.Image | None] = [None] * len(files)
+    def _own_images(self, parsed: list, names: list[str]) -> list[Image.Image]:
+        decoded = self._own_tokens(parsed, names)
+        images: list[Image.Image | None] = [None] * len(parsed)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, (header, _) in enumerate(decoded):
             groups.setdefault((header.width, header.height), []).append(index)

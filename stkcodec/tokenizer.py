@@ -66,6 +66,8 @@ class Tokenizer(nn.Module):
         self.decoder = nn.Sequential(*[ResBlock(cd) for _ in range(config.decoder_blocks)])
         self.to_pixels = nn.Conv2d(cd, 3 * p * p, 3, padding=1)
         self.unpatchify = nn.PixelShuffle(p)
+        self.encoder_frozen = False  # see freeze_encoder
+        self.same_encoder_as: list[str] = []  # ids of tokenizers whose tokens this one makes
 
     def freeze_encoder(self) -> None:
         """Train the decoder alone: the encoder's weights and batch-norm statistics stay as they
@@ -80,7 +82,7 @@ class Tokenizer(nn.Module):
 
     def train(self, mode: bool = True) -> "Tokenizer":
         super().train(mode)
-        if getattr(self, "encoder_frozen", False):
+        if self.encoder_frozen:
             for module in self._encoder_side():
                 module.eval()
         return self
@@ -101,9 +103,9 @@ class Tokenizer(nn.Module):
         """What a training run records about where this model's tokens come from: with a frozen
         encoder, the ids of the tokenizers that make the same tokens (a prior trained on theirs
         fits this one)."""
-        if not getattr(self, "encoder_frozen", False):
+        if not self.encoder_frozen:
             return {}
-        ids = list(getattr(self, "same_encoder_as", []))
+        ids = list(self.same_encoder_as)
         if resumed is not None:
             ids = [resumed["model_id"], *(resumed.get("provenance") or {}).get("same_encoder_as", []), *ids]
         return {"same_encoder_as": list(dict.fromkeys(ids))}
@@ -131,10 +133,9 @@ class Tokenizer(nn.Module):
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, 3, H, W) in [0, 1] -> (codes (B, bits, h, w), BSQ's auxiliary losses)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not getattr(self, "encoder_frozen", False)):
-            x = self.patchify(self._pad(images) * 2 - 1)  # (B, ce, h, w)
-            latents = self.to_latent(self.encoder(x)).permute(0, 2, 3, 1)  # (B, h, w, bits)
-            codes, losses = self.quantizer(latents)
+        x = self.patchify(self._pad(images) * 2 - 1)  # (B, ce, h, w)
+        latents = self.to_latent(self.encoder(x)).permute(0, 2, 3, 1)  # (B, h, w, bits)
+        codes, losses = self.quantizer(latents)
         return codes.permute(0, 3, 1, 2), losses
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -190,15 +190,16 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
         model.train()
         return result
 
-    best_score = [-math.inf]
+    best_score = -math.inf
 
     def save(final: bool) -> None:
+        nonlocal best_score
         rng = gather_rng()
         if not dist.main:
             return
         name, sign = getattr(objective, "best", (None, 1))
-        if name in metrics and sign * metrics[name] > best_score[0]:  # the best validation so far, kept apart
-            best_score[0] = sign * metrics[name]
+        if name in metrics and sign * metrics[name] > best_score:  # the best validation so far, kept apart
+            best_score = sign * metrics[name]
             atomic_save(model_payload(model, half=True, step=step, metrics=metrics, provenance=provenance),
                         run_dir / "best.pt")
         payload = model_payload(model, step=step, metrics=metrics, provenance=provenance)
