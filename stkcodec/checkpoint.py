@@ -4,7 +4,8 @@ A checkpoint is a plain dict of strings, numbers and tensors, so `torch.load(...
 weights_only=True)` reads it without unpickling arbitrary objects:
 
     format, format_version, kind, config, state_dict, model_id,
-    step, metrics, provenance, and while training: optimizer, rng, elapsed_s.
+    step, metrics, provenance, and while training: optimizer, rng, elapsed_s (and the
+    objective's own state, such as the tokenizer's k-means teacher).
 
 A model file (what `-o` writes and `models/` ships) is the same dict without the training
 state. A model's id is a hash of its config and weights, not of the file's bytes, so
@@ -32,7 +33,7 @@ from .imageio import default_file_mode
 
 FORMAT = "stkc-checkpoint"
 FORMAT_VERSION = 1
-TRAINING_KEYS = ("optimizer", "rng", "elapsed_s")
+TRAINING_KEYS = ("optimizer", "rng", "elapsed_s", "objective")
 
 
 def model_classes(kind: str) -> tuple[type[nn.Module], type]:

@@ -60,6 +60,16 @@ def train() -> None:
               help="...falling linearly to this weight...")
 @click.option("--entropy-decay-steps", type=click.IntRange(0), default=600, show_default=True,
               help="...over this many steps.")
+@click.option("--prototypes", is_flag=True,
+              help="The encoder also sees each patch's soft assignment to 2**bits prototype patches, "
+                   "started at k-means centroids.")
+@click.option("--teacher-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Weight at the start of the k-means teacher, which pulls the encoder's bits towards "
+                   "k-means cells of the patches (0: no teacher)...")
+@click.option("--teacher-weight-final", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="...moving linearly to this weight...")
+@click.option("--teacher-decay-steps", type=click.IntRange(0), default=0, show_default=True,
+              help="...over this many steps.")
 @click.option("--decoder-only", is_flag=True,
               help="With --resume: train the decoder alone; tokens, and a prior trained on them, stay valid.")
 @click.option("--encoder-from", type=click.Path(),
@@ -68,7 +78,8 @@ def train() -> None:
 @click.pass_context
 def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_channels, encoder_blocks,
                     decoder_channels, decoder_blocks, commitment_weight, entropy_weight, entropy_weight_final,
-                    entropy_decay_steps, decoder_only, encoder_from, **options) -> None:
+                    entropy_decay_steps, prototypes, teacher_weight, teacher_weight_final, teacher_decay_steps, decoder_only,
+                    encoder_from, **options) -> None:
     """Train the patch auto-encoder (BSQ tokenizer) on a folder of images."""
     import torch
 
@@ -81,7 +92,9 @@ def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_c
                              encoder_blocks=encoder_blocks, decoder_channels=decoder_channels,
                              decoder_blocks=decoder_blocks, commitment_weight=commitment_weight,
                              entropy_weight=entropy_weight,
-                             entropy_weight_final=entropy_weight_final, entropy_decay_steps=entropy_decay_steps)
+                             entropy_weight_final=entropy_weight_final, entropy_decay_steps=entropy_decay_steps,
+                             prototypes=prototypes, teacher_weight=teacher_weight, teacher_weight_final=teacher_weight_final,
+                             teacher_decay_steps=teacher_decay_steps)
     torch.manual_seed(options["seed"])
     model = Tokenizer(config)
     if decoder_only:

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from .bsq import BSQ
 from .errors import ModelMismatchError
+from .teacher import patch_vectors
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +35,10 @@ class TokenizerConfig:
     entropy_weight: float = 0.1  # at step 0: keeps the codes from collapsing early
     entropy_weight_final: float = 0.01  # from entropy_decay_steps on: lets reconstruction lead
     entropy_decay_steps: int = 600
+    prototypes: bool = False  # the encoder also sees each patch's soft assignment to 2**bits prototypes
+    teacher_weight: float = 0.0  # at step 0: the pull of the encoder's bits towards k-means's (teacher.py)
+    teacher_weight_final: float = 0.0  # from teacher_decay_steps on
+    teacher_decay_steps: int = 0
 
 
 class ResBlock(nn.Module):
@@ -46,16 +51,48 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
 
 
+class PatchPrototypes(nn.Module):
+    """Each patch's soft assignment to learned prototype patches, projected to the encoder's width.
+
+    k-means on patches alone reconstructs these frames far better than the partition a
+    straight-through encoder finds from scratch (see teacher.py). With the prototypes
+    initialised to k-means centroids numbered as BSQ codes, the encoder can learn to give each
+    patch its cell's code quickly, and its convolutions can still move a patch to another code
+    when the neighbours say the decoder would do better.
+    """
+
+    def __init__(self, count: int, patch_size: int, channels: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.prototypes = nn.Parameter(torch.rand(count, 3 * patch_size * patch_size))  # see initialise()
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(0.05)))
+        self.project = nn.Conv2d(count, channels, 1, bias=False)
+
+    @torch.no_grad()
+    def initialise(self, centroids: torch.Tensor) -> None:
+        self.prototypes.copy_(centroids)
+
+    def forward(self, padded: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1], H and W multiples of p -> (B, channels, H/p, W/p)."""
+        patches = patch_vectors(padded, self.patch_size)  # (B, h, w, 3*p*p), laid out as the k-means centroids
+        distances = (patches.pow(2).sum(-1, keepdim=True) - 2 * patches @ self.prototypes.t()
+                     + self.prototypes.pow(2).sum(-1))  # (B, h, w, count)
+        weights = torch.softmax(-distances / self.log_temperature.exp(), dim=-1)
+        return self.project(weights.permute(0, 3, 1, 2))
+
+
 class Tokenizer(nn.Module):
     kind = "tokenizer"
     # weights of the training loss, not of the model: --resume may change them
-    loss_fields = ("commitment_weight", "entropy_weight", "entropy_weight_final", "entropy_decay_steps")
+    loss_fields = ("commitment_weight", "entropy_weight", "entropy_weight_final", "entropy_decay_steps",
+                   "teacher_weight", "teacher_weight_final", "teacher_decay_steps")
 
     def __init__(self, config: TokenizerConfig) -> None:
         super().__init__()
         self.config = config
         p, ce, cd = config.patch_size, config.encoder_channels, config.decoder_channels
         self.patchify = nn.Conv2d(3, ce, p, stride=p)
+        self.prototypes = PatchPrototypes(2**config.bits, p, ce) if config.prototypes else None
         self.encoder = nn.Sequential(*[ResBlock(ce) for _ in range(config.encoder_blocks)])
         # Batch-normalising the latents keeps every bit in use: a bit whose sign never
         # changes carries nothing, the decoder learns to ignore it, and it never recovers.
@@ -78,7 +115,7 @@ class Tokenizer(nn.Module):
         self.train(self.training)
 
     def _encoder_side(self) -> list[nn.Module]:
-        return [self.patchify, self.encoder, self.to_latent, self.quantizer]
+        return [m for m in (self.patchify, self.prototypes, self.encoder, self.to_latent, self.quantizer) if m is not None]
 
     def train(self, mode: bool = True) -> "Tokenizer":
         super().train(mode)
@@ -131,11 +168,21 @@ class Tokenizer(nn.Module):
             images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
         return images
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(B, 3, H, W) in [0, 1] -> (codes (B, bits, h, w), BSQ's auxiliary losses)."""
-        x = self.patchify(self._pad(images) * 2 - 1)  # (B, ce, h, w)
+    def encode(self, images: torch.Tensor, teacher_bits: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, 3, H, W) in [0, 1] -> (codes (B, bits, h, w), BSQ's auxiliary losses).
+
+        With `teacher_bits` (B, h, w, bits) of 0/1, the losses include "teacher": the binary
+        cross-entropy of the latents' signs against those bits (see teacher.py).
+        """
+        padded = self._pad(images)
+        x = self.patchify(padded * 2 - 1)  # (B, ce, h, w)
+        if self.prototypes is not None:
+            x = x + self.prototypes(padded)
         latents = self.to_latent(self.encoder(x)).permute(0, 2, 3, 1)  # (B, h, w, bits)
         codes, losses = self.quantizer(latents)
+        if teacher_bits is not None:  # batch-normalised latents: a logit scale of 3 makes ±1 confident
+            losses["teacher"] = F.binary_cross_entropy_with_logits(3 * latents.float(), teacher_bits)
         return codes.permute(0, 3, 1, 2), losses
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -143,8 +190,9 @@ class Tokenizer(nn.Module):
         x = self.decoder(self.from_latent(codes * math.sqrt(self.config.bits)))
         return self.unpatchify(self.to_pixels(x)) * 0.5 + 0.5
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        codes, losses = self.encode(images)
+    def forward(self, images: torch.Tensor, teacher_bits: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        codes, losses = self.encode(images, teacher_bits)
         height, width = images.shape[-2:]
         return self.decode(codes)[..., :height, :width], losses
 

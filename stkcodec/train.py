@@ -164,6 +164,9 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
         step, elapsed_s = int(state.get("step", 0)), float(state.get("elapsed_s", 0.0))
         metrics = dict(state.get("metrics", {}))
         log(f"resuming {config.resume} at step {step}")
+    if hasattr(objective, "prepare"):
+        objective.prepare(model, train_data, saved=state.get("objective") if config.resume else None,
+                          resumed=bool(config.resume), generator=torch.Generator().manual_seed(config.seed), log=log)
     if hasattr(model, "training_provenance"):
         provenance.update(model.training_provenance(state if config.resume else None))
 
@@ -203,7 +206,9 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
             atomic_save(model_payload(model, half=True, step=step, metrics=metrics, provenance=provenance),
                         run_dir / "best.pt")
         payload = model_payload(model, step=step, metrics=metrics, provenance=provenance)
-        atomic_save({**payload, "optimizer": optimizer.state_dict(), "rng": rng, "elapsed_s": elapsed_s},
+        objective_state = objective.state_dict() if hasattr(objective, "state_dict") else None
+        atomic_save({**payload, "optimizer": optimizer.state_dict(), "rng": rng, "elapsed_s": elapsed_s,
+                     **({"objective": objective_state} if objective_state is not None else {})},
                     run_dir / "checkpoint.pt")
         if final:  # the model file: float16 weights, no training state
             atomic_save(model_payload(model, half=True, step=step, metrics=metrics, provenance=provenance),
