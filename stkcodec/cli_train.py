@@ -54,21 +54,21 @@ def train() -> None:
 @click.option("--decoder-blocks", type=click.IntRange(0), default=4, show_default=True)
 @click.option("--commitment-weight", type=click.FloatRange(0), default=0.25, show_default=True,
               help="Weight of BSQ's commitment term (latent to its code).")
-@click.option("--entropy-weight", type=click.FloatRange(0), default=0.1, show_default=True,
+@click.option("--entropy-weight", type=click.FloatRange(0), default=0.01, show_default=True,
               help="Weight of BSQ's entropy term at the start (keeps the codebook in use).")
 @click.option("--entropy-weight-final", type=click.FloatRange(0), default=0.01, show_default=True,
               help="...falling linearly to this weight...")
 @click.option("--entropy-decay-steps", type=click.IntRange(0), default=600, show_default=True,
               help="...over this many steps.")
-@click.option("--prototypes", is_flag=True,
+@click.option("--prototypes/--no-prototypes", default=True, show_default=True,
               help="The encoder also sees each patch's soft assignment to 2**bits prototype patches, "
                    "started at k-means centroids.")
-@click.option("--teacher-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--teacher-weight", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Weight at the start of the k-means teacher, which pulls the encoder's bits towards "
                    "k-means cells of the patches (0: no teacher)...")
 @click.option("--teacher-weight-final", type=click.FloatRange(0), default=0.0, show_default=True,
               help="...moving linearly to this weight...")
-@click.option("--teacher-decay-steps", type=click.IntRange(0), default=0, show_default=True,
+@click.option("--teacher-decay-steps", type=click.IntRange(0), default=1500, show_default=True,
               help="...over this many steps.")
 @click.option("--decoder-only", is_flag=True,
               help="With --resume: train the decoder alone; tokens, and a prior trained on them, stay valid.")

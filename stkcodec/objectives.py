@@ -59,8 +59,9 @@ class TokenizerObjective:
                 log=print) -> None:
         """Fit the k-means teacher on training crops (or take the one a resumed run saved), and
         start a new model's patch prototypes at its centroids."""
-        wants_teacher = max(self.teacher_weights) > 0
-        fresh_prototypes = getattr(model, "prototypes", None) is not None and not resumed
+        frozen = getattr(model, "encoder_frozen", False)  # its encoder is kept as it is: nothing to teach
+        wants_teacher = max(self.teacher_weights) > 0 and not frozen
+        fresh_prototypes = getattr(model, "prototypes", None) is not None and not resumed and not frozen
         if not (wants_teacher or fresh_prototypes):
             return
         from .teacher import PatchTeacher

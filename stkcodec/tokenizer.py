@@ -127,7 +127,7 @@ class Tokenizer(nn.Module):
     def keep_encoder_of(self, other: "Tokenizer") -> None:
         """Take `other`'s encoder (same patch, bits and encoder shape) and freeze it: this model
         makes `other`'s tokens, whatever its decoder."""
-        fields = ("patch_size", "bits", "encoder_channels", "encoder_blocks")
+        fields = ("patch_size", "bits", "encoder_channels", "encoder_blocks", "prototypes")
         differ = [f for f in fields if getattr(self.config, f) != getattr(other.config, f)]
         if differ:
             raise ModelMismatchError(f"the encoder to keep has another {', '.join(differ)}")

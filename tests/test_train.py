@@ -84,7 +84,7 @@ def test_resume_may_change_loss_weights_only(tmp_path, frames_dir):
                                        str(tmp_path / "a.pt"), "-o", str(tmp_path / "b.pt"),
                                        "--checkpoint-dir", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
-    assert "entropy_weight 0.1 -> 0.05" in result.output
+    assert "entropy_weight 0.01 -> 0.05" in result.output
     assert read_checkpoint(tmp_path / "b.pt")["config"]["entropy_weight"] == 0.05
 
 
