@@ -24,7 +24,8 @@ class TokenizerObjective:
     The entropy term's weight falls linearly from `entropy_weight` to `entropy_weight_final`
     over `entropy_decay_steps`: strong at first, when the codes would otherwise collapse onto a
     few dozen, weak later, when a strong one trades reconstruction for a flatter code histogram.
-    The teacher's weight moves the same way.
+    The teacher's weight moves the same way over `teacher_decay_steps` (0: it stays at
+    `teacher_weight`).
     """
 
     best = ("valid_psnr_db", 1)  # the validation figure that picks best.pt, and its sign (higher is better)
