@@ -77,6 +77,9 @@ def tree_order(centroids: torch.Tensor) -> torch.Tensor:
     return ordered
 
 
+POINTS_PER_CENTROID = 300  # 512 crops of 150×100 give 307,200 patches of 5×5: all of them for 1,024 centroids
+
+
 class PatchTeacher:
     """k-means centroids of a tokenizer's patches, numbered as BSQ codes (see tree_order)."""
 
@@ -93,6 +96,9 @@ class PatchTeacher:
         (`sample_batch(n)` -> (n, 3, H, W))."""
         points = torch.cat([patch_vectors(sample_batch(min(64, images - done)), patch_size).flatten(0, 2)
                             for done in range(0, images, 64)])
+        cap = POINTS_PER_CENTROID * 2**bits  # k-means's cost grows with points × centroids
+        if len(points) > cap:
+            points = points[torch.randperm(len(points), generator=generator)[:cap]]
         return cls(tree_order(kmeans(points, 2**bits, iterations=iterations, generator=generator)), patch_size)
 
     def state_dict(self) -> dict:
