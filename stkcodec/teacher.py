@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from .bsq import BSQ
+
 
 def patch_vectors(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> (B, h, w, 3*p*p): each patch's pixels, edges replicated as the
@@ -86,8 +88,7 @@ class PatchTeacher:
     def __init__(self, centroids: torch.Tensor, patch_size: int) -> None:
         self.centroids = centroids.float()
         self.patch_size = patch_size
-        bits = len(centroids).bit_length() - 1
-        self.powers = 2 ** torch.arange(bits, dtype=torch.int64)
+        self.quantizer = BSQ(bits=len(centroids).bit_length() - 1)  # the tokenizer's numbering of codes
 
     @classmethod
     def fit(cls, sample_batch, *, patch_size: int, bits: int, images: int = 512, iterations: int = 20,
@@ -108,19 +109,20 @@ class PatchTeacher:
     def from_state_dict(cls, state: dict) -> "PatchTeacher":
         return cls(state["centroids"], int(state["patch_size"]))
 
+    def cells(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, h, w) int64: the index of each patch's nearest centroid."""
+        patches = patch_vectors(images, self.patch_size)
+        return nearest(patches.flatten(0, 2), self.centroids.to(images.device)).view(patches.shape[:3])
+
     def bits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, h, w, bits) float 0/1: the code bits of each patch's nearest centroid."""
-        patches = patch_vectors(images, self.patch_size)
-        cells = nearest(patches.flatten(0, 2), self.centroids.to(images.device)).view(patches.shape[:3])
-        powers = self.powers.to(images.device)
-        return (torch.div(cells.unsqueeze(-1), powers, rounding_mode="floor") % 2).float()
+        return (self.quantizer.to(images.device).index_to_codes(self.cells(images)) > 0).float()
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """Each patch replaced by its nearest centroid: the teacher's own reconstruction."""
         p = self.patch_size
-        patches = patch_vectors(images, p)
-        b, h, w, _ = patches.shape
-        cells = nearest(patches.flatten(0, 2), self.centroids.to(images.device))
-        columns = self.centroids.to(images.device)[cells].view(b, h * w, -1).transpose(1, 2)
+        cells = self.cells(images)
+        b, h, w = cells.shape
+        columns = self.centroids.to(images.device)[cells.flatten()].view(b, h * w, -1).transpose(1, 2)
         out = F.fold(columns, (h * p, w * p), kernel_size=p, stride=p)
         return out[..., : images.shape[-2], : images.shape[-1]]
