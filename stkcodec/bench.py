@@ -287,15 +287,16 @@ def _json_number(value: float, digits: int) -> float | None:
 
 
 def find_frames(folder: str | None, limit: int | None = None) -> list[Path]:
-    """The images of `folder` (recursive), or the shipped sample frames; the first `limit` of them."""
+    """The images of `folder` (recursive), or the shipped sample frames; `limit` of them, spread
+    evenly over the sorted list (see data.spread)."""
+    from .data import find_images, spread
+
     if folder is None:
         samples = resources.files("stkcodec") / "samples"
         paths = sorted(Path(str(p)) for p in samples.iterdir() if p.name.endswith(".png"))
     else:
-        from .data import find_images
-
         paths = find_images(folder)
-    return paths[:limit] if limit else paths
+    return [paths[i] for i in spread(len(paths), limit)]
 
 
 def load_frames(paths: Sequence[Path], *, max_pixels: int = 64 * 2**20) -> list[Frame]:

@@ -218,7 +218,7 @@ def info(file, as_json, max_pixels) -> None:
 @click.argument("data_dir", required=False, type=click.Path())
 @click.option("--codecs", default="jpeg,webp,avif,jxl,stkc", show_default=True,
               help="Comma-separated codecs to compare (jpeg, webp, avif, jxl, stkc).")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use N images, spread evenly over the sorted folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 @click.option("--plot", type=click.Path(), help="Write a PSNR-vs-bpp plot here (PNG; needs the plot extra).")
 @click.option("--model", default="default", show_default=True, help=MODEL_HELP)

@@ -74,15 +74,19 @@ def train() -> None:
               help="With --resume: train the decoder alone; tokens, and a prior trained on them, stay valid.")
 @click.option("--encoder-from", type=click.Path(),
               help="Keep this tokenizer's encoder (frozen) and train a new decoder, of any shape, for its tokens.")
+@click.option("--decoder-from", type=click.Path(),
+              help="Start the decoder from this tokenizer's (same width); extra --decoder-blocks start as "
+                   "the identity. With --encoder-from the same file: a deeper decoder for the same tokens.")
 @training_options
 @click.pass_context
 def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_channels, encoder_blocks,
                     decoder_channels, decoder_blocks, commitment_weight, entropy_weight, entropy_weight_final,
                     entropy_decay_steps, prototypes, teacher_weight, teacher_weight_final, teacher_decay_steps, decoder_only,
-                    encoder_from, **options) -> None:
+                    encoder_from, decoder_from, **options) -> None:
     """Train the patch auto-encoder (BSQ tokenizer) on a folder of images."""
     import torch
 
+    from .checkpoint import load_model
     from .data import ImageFolder
     from .objectives import TokenizerObjective
     from .tokenizer import Tokenizer, TokenizerConfig
@@ -102,9 +106,9 @@ def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_c
             raise click.UsageError("--decoder-only needs --resume: the tokenizer whose encoder to keep")
         model.freeze_encoder()
     if encoder_from:
-        from .checkpoint import load_model
-
         model.keep_encoder_of(load_model(encoder_from, kind="tokenizer"))
+    if decoder_from:
+        model.start_decoder_from(load_model(decoder_from, kind="tokenizer"))
     train_data = ImageFolder(data)
     valid_data = ImageFolder(valid) if valid else None
     say(ctx, f"tokenizer: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training images")

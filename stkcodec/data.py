@@ -21,6 +21,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 CROP = (100, 150)  # (H, W) of a training crop: one SuperTuxKart frame
 
 
+def spread(count: int, limit: int | None) -> list[int]:
+    """Indices of `limit` items evenly spaced over `count`, in order, from the first (all of them
+    when `limit` is None or at least `count`). A folder sorted by name is sorted by track, so its
+    first N frames are one track's, not a sample of the folder."""
+    if limit is None or limit >= count:
+        return list(range(count))
+    return [i * count // limit for i in range(limit)]
+
+
 def find_images(folder: str | Path) -> list[Path]:
     """Every image file under `folder`, recursively, in a stable order."""
     root = Path(folder)
@@ -113,10 +122,11 @@ class ImageFolder:
         return torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255
 
     def batches(self, batch_size: int, *, limit: int | None = None):
-        """Whole frames in order (for evaluation): (B, 3, H, W) float batches."""
-        count = len(self) if limit is None else min(limit, len(self))
-        for start in range(0, count, batch_size):
-            chunk = [self.frames[i] for i in range(start, min(count, start + batch_size))]
+        """Whole frames in order (for evaluation), `limit` of them spread over the folder:
+        (B, 3, H, W) float batches."""
+        picks = spread(len(self), limit)
+        for start in range(0, len(picks), batch_size):
+            chunk = [self.frames[i] for i in picks[start : start + batch_size]]
             if len({c.shape for c in chunk}) > 1:
                 ch, cw = self.crop
                 chunk = [c[:ch, :cw] for c in chunk]
@@ -147,9 +157,10 @@ class TokenGrids:
         return self.tokens[picks, top : top + ch, left : left + cw]
 
     def batches(self, batch_size: int, *, limit: int | None = None):
-        count = len(self) if limit is None else min(limit, len(self))
-        for start in range(0, count, batch_size):
-            yield self.tokens[start : min(count, start + batch_size)]
+        """Grids in order, `limit` of them spread over the file."""
+        picks = torch.tensor(spread(len(self), limit), dtype=torch.long)
+        for start in range(0, len(picks), batch_size):
+            yield self.tokens[picks[start : start + batch_size]]
 
 
 TOKENS_FORMAT = "stkc-tokens"

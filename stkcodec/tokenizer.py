@@ -136,6 +136,28 @@ class Tokenizer(nn.Module):
         self.same_encoder_as = [other.model_id, *getattr(other, "provenance", {}).get("same_encoder_as", [])]
         self.freeze_encoder()
 
+    @torch.no_grad()
+    def start_decoder_from(self, other: "Tokenizer") -> None:
+        """Start this decoder from `other`'s, which has the same patch, bits and width and at most
+        as many residual blocks: its blocks come first, and each extra block starts as the
+        identity (its last convolution zero), so the grown model decodes exactly as `other`
+        until training moves it."""
+        fields = ("patch_size", "bits", "decoder_channels")
+        differ = [f for f in fields if getattr(self.config, f) != getattr(other.config, f)]
+        if differ:
+            raise ModelMismatchError(f"the decoder to start from has another {', '.join(differ)}")
+        if other.config.decoder_blocks > self.config.decoder_blocks:
+            raise ModelMismatchError(f"the decoder to start from has {other.config.decoder_blocks} blocks, "
+                                     f"more than {self.config.decoder_blocks}")
+        self.from_latent.load_state_dict(other.from_latent.state_dict())
+        self.to_pixels.load_state_dict(other.to_pixels.state_dict())
+        for index, block in enumerate(self.decoder):
+            if index < len(other.decoder):
+                block.load_state_dict(other.decoder[index].state_dict())
+            else:
+                block.conv2.weight.zero_()
+                block.conv2.bias.zero_()
+
     def training_provenance(self, resumed: dict | None) -> dict:
         """What a training run records about where this model's tokens come from: with a frozen
         encoder, the ids of the tokenizers that make the same tokens (a prior trained on theirs

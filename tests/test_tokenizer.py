@@ -84,3 +84,29 @@ def test_entropy_weight_falls_linearly_then_stays():
     assert objective.entropy_weight(0) == pytest.approx(0.1)
     assert objective.entropy_weight(50) == pytest.approx(0.055)
     assert objective.entropy_weight(100) == objective.entropy_weight(10_000) == pytest.approx(0.01)
+
+
+def test_a_grown_decoder_starts_as_the_one_it_grew_from():
+    small, _ = tiny_models()
+    grown = Tokenizer(dataclasses.replace(TINY_TOKENIZER, decoder_blocks=3)).eval()
+    grown.keep_encoder_of(small)
+    grown.start_decoder_from(small)
+    images = torch.rand(2, 3, 20, 35)
+    tokens = small.encode_index(images)
+    assert torch.equal(grown.encode_index(images), tokens)
+    assert torch.equal(grown.decode_index(tokens), small.decode_index(tokens))
+    # the extra blocks are the identity only until training moves them: they do get a gradient
+    grown.train()
+    reconstruction = grown(images)[0]
+    (reconstruction - images).pow(2).mean().backward()
+    assert grown.decoder[2].conv2.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("change", [{"decoder_channels": 12}, {"bits": 7}, {"decoder_blocks": 0}])
+def test_a_decoder_cannot_grow_from_another_shape(change):
+    from stkcodec.errors import ModelMismatchError
+
+    small, _ = tiny_models()
+    other = Tokenizer(dataclasses.replace(TINY_TOKENIZER, **change))
+    with pytest.raises(ModelMismatchError):
+        other.start_decoder_from(small)

@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from stkcodec.bench import find_frames
+from stkcodec.data import ImageFolder, TokenGrids, spread
+
+
+@pytest.mark.parametrize("count, limit, expected", [
+    (10, None, list(range(10))),
+    (10, 10, list(range(10))),
+    (10, 50, list(range(10))),
+    (10, 1, [0]),
+    (10, 4, [0, 2, 5, 7]),
+    (1603, 256, None),
+])
+def test_spread_picks_distinct_indices_in_order_over_the_whole_range(count, limit, expected):
+    picks = spread(count, limit)
+    if expected is not None:
+        assert picks == expected
+    assert picks == sorted(set(picks)) and picks[0] == 0
+    assert len(picks) == min(count, limit or count)
+    assert picks[-1] + count / len(picks) >= count - 1  # reaches the last stretch, not just the first frames
+
+
+def test_a_limited_evaluation_samples_the_whole_folder(frames_dir):
+    folder = ImageFolder(frames_dir)
+    every = torch.cat(list(folder.batches(4)))
+    assert len(every) == 9
+    picked = torch.cat(list(folder.batches(2, limit=3)))
+    assert torch.equal(picked, every[[0, 3, 6]])
+
+
+def test_limited_token_batches_and_bench_frames_are_spread_too(frames_dir):
+    grids = TokenGrids(torch.arange(10)[:, None, None].expand(10, 2, 3).clone(), source={})
+    assert torch.cat(list(grids.batches(3, limit=4)))[:, 0, 0].tolist() == [0, 2, 5, 7]
+    every = find_frames(frames_dir)
+    assert find_frames(frames_dir, 3) == [every[0], every[3], every[6]]
