@@ -150,9 +150,11 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, d_model, layers, 
 @click.argument("data_dir", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="Tokens file to write (.pt).")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(), help="Tokenizer model (default: the shipped one).")
+@click.option("--mirrored", is_flag=True,
+              help="Also tokenize every image flipped left to right: twice the grids for training a prior.")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
 @click.pass_context
-def tokenize(ctx: click.Context, data_dir, output, tokenizer_path, force) -> None:
+def tokenize(ctx: click.Context, data_dir, output, tokenizer_path, mirrored, force) -> None:
     """Tokenize every image under DATA_DIR (for `stkc train prior`)."""
     from pathlib import Path
 
@@ -166,8 +168,8 @@ def tokenize(ctx: click.Context, data_dir, output, tokenizer_path, force) -> Non
     tokenizer = load_model(tokenizer_path or resolve(None) / "tokenizer.pt", kind="tokenizer")
     count = len(find_images(data_dir))
     with make_progress(disable=ctx.obj["quiet"]) as progress:
-        task = progress.add_task("tokenize", total=count, info="")
-        payload = tokenize_folder(tokenizer, data_dir, on_batch=lambda n: progress.advance(task, n))
+        task = progress.add_task("tokenize", total=count * (2 if mirrored else 1), info="")
+        payload = tokenize_folder(tokenizer, data_dir, mirrored=mirrored, on_batch=lambda n: progress.advance(task, n))
     atomic_save(payload, output)
     grids = payload["tokens"]
     say(ctx, f"{output}: {len(grids)} grids of {grids.shape[1]}x{grids.shape[2]} tokens "

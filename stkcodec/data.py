@@ -167,23 +167,30 @@ TOKENS_FORMAT = "stkc-tokens"
 TOKENS_VERSION = 1
 
 
-def tokenize_folder(tokenizer, folder: str | Path, *, batch_size: int = 64, on_batch=None) -> dict:
-    """Token grids of every image under `folder` (frames cropped to the training crop)."""
+def tokenize_folder(tokenizer, folder: str | Path, *, batch_size: int = 64, mirrored: bool = False,
+                    on_batch=None) -> dict:
+    """Token grids of every image under `folder` (frames cropped to the training crop). With
+    `mirrored`, then those of every image flipped left to right: new grids for a prior to learn
+    from (a flipped image's tokens are not its tokens flipped, so the prior cannot flip grids)."""
     images = ImageFolder(folder, cache=False)
+    dtype = torch.int16 if tokenizer.codebook_size <= 2**15 else torch.int32
     grids = []
     with torch.inference_mode():
-        for batch in images.batches(batch_size):
-            grids.append(tokenizer.encode_index(batch).to(torch.int16 if tokenizer.codebook_size <= 2**15 else torch.int32))
-            if on_batch is not None:
-                on_batch(len(batch))
+        for flip in (False, True) if mirrored else (False,):
+            for batch in images.batches(batch_size):
+                grids.append(tokenizer.encode_index(batch.flip(-1) if flip else batch).to(dtype))
+                if on_batch is not None:
+                    on_batch(len(batch))
     root = Path(folder)
+    paths = [str(p.relative_to(root)) for p in images.paths]
     return {
         "format": TOKENS_FORMAT,
         "format_version": TOKENS_VERSION,
         "tokenizer_id": tokenizer.model_id,
         "vocab_size": tokenizer.codebook_size,
         "tokens": torch.cat(grids),
-        "paths": [str(p.relative_to(root)) for p in images.paths],
+        "paths": paths * 2 if mirrored else paths,  # the grid at index i is of paths[i]...
+        "mirrored": [False] * len(paths) + [True] * len(paths) if mirrored else [False] * len(paths),  # ...flipped?
         "source": os.path.abspath(folder),
     }
 
