@@ -112,10 +112,9 @@ def main() -> None:
         folder = Path(args.data)
         worker(args.worker, folder, args.model, args.batch, json.loads((folder / "inputs.json").read_text()))
         return
-    from stkcodec.data import find_images, spread
+    from stkcodec.bench import find_frames
 
-    paths = find_images(args.data)
-    inputs = [str(paths[i]) for i in spread(len(paths), args.limit)]
+    inputs = [str(p) for p in find_frames(args.data, args.limit)]
     report = {"frames": len(inputs), "decode": {}, "encode": {}}
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

@@ -34,15 +34,14 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    from stkcodec.bench import find_frames
     from stkcodec.codec import Codec, image_tokens
-    from stkcodec.data import find_images, spread
     from stkcodec.generate import generate_images
     from stkcodec.imageio import open_image
 
     codec = Codec(args.model)
     model = codec.model
-    paths = find_images(args.data)
-    images = [open_image(paths[i], max_pixels=2**26) for i in spread(len(paths), args.limit)]
+    images = [open_image(p, max_pixels=2**26) for p in find_frames(args.data, args.limit)]
     report: dict = {"frames": len(images), "threads": torch.get_num_threads()}
 
     codec.compress(images[0])  # warm-up

@@ -124,13 +124,16 @@ class Tokenizer(nn.Module):
                 module.eval()
         return self
 
+    def _require_same(self, other: "Tokenizer", fields: tuple[str, ...], what: str) -> None:
+        differ = [f for f in fields if getattr(self.config, f) != getattr(other.config, f)]
+        if differ:
+            raise ModelMismatchError(f"{what} has another {', '.join(differ)}")
+
     def keep_encoder_of(self, other: "Tokenizer") -> None:
         """Take `other`'s encoder (same patch, bits and encoder shape) and freeze it: this model
         makes `other`'s tokens, whatever its decoder."""
-        fields = ("patch_size", "bits", "encoder_channels", "encoder_blocks", "prototypes")
-        differ = [f for f in fields if getattr(self.config, f) != getattr(other.config, f)]
-        if differ:
-            raise ModelMismatchError(f"the encoder to keep has another {', '.join(differ)}")
+        self._require_same(other, ("patch_size", "bits", "encoder_channels", "encoder_blocks", "prototypes"),
+                           "the encoder to keep")
         for mine, theirs in zip(self._encoder_side(), other._encoder_side(), strict=True):
             mine.load_state_dict(theirs.state_dict())
         self.same_encoder_as = [other.model_id, *getattr(other, "provenance", {}).get("same_encoder_as", [])]
@@ -142,10 +145,7 @@ class Tokenizer(nn.Module):
         as many residual blocks: its blocks come first, and each extra block starts as the
         identity (its last convolution zero), so the grown model decodes exactly as `other`
         until training moves it."""
-        fields = ("patch_size", "bits", "decoder_channels")
-        differ = [f for f in fields if getattr(self.config, f) != getattr(other.config, f)]
-        if differ:
-            raise ModelMismatchError(f"the decoder to start from has another {', '.join(differ)}")
+        self._require_same(other, ("patch_size", "bits", "decoder_channels"), "the decoder to start from")
         if other.config.decoder_blocks > self.config.decoder_blocks:
             raise ModelMismatchError(f"the decoder to start from has {other.config.decoder_blocks} blocks, "
                                      f"more than {self.config.decoder_blocks}")

@@ -116,41 +116,39 @@ def test_decoder_only_needs_resume(frames_dir):
     assert result.exit_code == 2 and "--resume" in result.output
 
 
-def test_encoder_from_trains_a_new_decoder_for_the_same_tokens(tmp_path, frames_dir):
+def train_on_kept_encoder(tmp_path, frames_dir, common, decoder_args):
+    """Train a.pt, then b.pt on a.pt's encoder with `decoder_args`; check that b makes a's tokens
+    and says so. Returns (a, b)."""
     import torch
 
     from stkcodec.data import ImageFolder
 
-    common = ["train", "tokenizer", "--data", frames_dir, "--batch-size", "2", "--steps", "3"]
     run(["--quiet", *common, *TINY, "-o", str(tmp_path / "a.pt"), "--checkpoint-dir", str(tmp_path / "a")])
-    bigger = [*TINY[:4], "--decoder-channels", "12", "--decoder-blocks", "2", "--bits", "6"]
-    result = run(["--quiet", *common, *bigger, "--encoder-from", str(tmp_path / "a.pt"), "-o", str(tmp_path / "b.pt"),
-                  "--checkpoint-dir", str(tmp_path / "b")])
+    result = run(["--quiet", *common, *decoder_args, "--encoder-from", str(tmp_path / "a.pt"),
+                  "-o", str(tmp_path / "b.pt"), "--checkpoint-dir", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     before, after = load_model(tmp_path / "a.pt", kind="tokenizer"), load_model(tmp_path / "b.pt", kind="tokenizer")
     images = next(iter(ImageFolder(frames_dir).batches(9)))
     assert torch.equal(before.encode_index(images), after.encode_index(images))
-    assert after.config.decoder_blocks == 2 and after.provenance["same_encoder_as"] == [before.model_id]
+    assert after.provenance["same_encoder_as"] == [before.model_id]
+    return before, after
+
+
+def test_encoder_from_trains_a_new_decoder_for_the_same_tokens(tmp_path, frames_dir):
+    common = ["train", "tokenizer", "--data", frames_dir, "--batch-size", "2", "--steps", "3"]
+    bigger = [*TINY[:4], "--decoder-channels", "12", "--decoder-blocks", "2", "--bits", "6"]
+    _, after = train_on_kept_encoder(tmp_path, frames_dir, common, bigger)
+    assert after.config.decoder_blocks == 2
     other = run([*common, *TINY[:4], "--decoder-channels", "8", "--decoder-blocks", "1", "--bits", "7",
                  "--encoder-from", str(tmp_path / "a.pt"), "-o", str(tmp_path / "c.pt")])
     assert other.exit_code == 3 and "bits" in other.output
 
 
 def test_decoder_from_grows_a_deeper_decoder_for_the_same_tokens(tmp_path, frames_dir):
-    import torch
-
-    from stkcodec.data import ImageFolder
-
     common = ["train", "tokenizer", "--data", frames_dir, "--batch-size", "2", "--steps", "3"]
-    run(["--quiet", *common, *TINY, "-o", str(tmp_path / "a.pt"), "--checkpoint-dir", str(tmp_path / "a")])
-    deeper = [*TINY[:6], "--decoder-blocks", "3", "--bits", "6"]
-    result = run(["--quiet", *common, *deeper, "--encoder-from", str(tmp_path / "a.pt"),
-                  "--decoder-from", str(tmp_path / "a.pt"), "-o", str(tmp_path / "b.pt"), "--checkpoint-dir", str(tmp_path / "b")])
-    assert result.exit_code == 0, result.output
-    before, after = load_model(tmp_path / "a.pt", kind="tokenizer"), load_model(tmp_path / "b.pt", kind="tokenizer")
-    images = next(iter(ImageFolder(frames_dir).batches(9)))
-    assert torch.equal(before.encode_index(images), after.encode_index(images))
-    assert after.config.decoder_blocks == 3 and after.provenance["same_encoder_as"] == [before.model_id]
+    deeper = [*TINY[:6], "--decoder-blocks", "3", "--bits", "6", "--decoder-from", str(tmp_path / "a.pt")]
+    _, after = train_on_kept_encoder(tmp_path, frames_dir, common, deeper)
+    assert after.config.decoder_blocks == 3
     wider = run([*common, *TINY[:4], "--decoder-channels", "12", "--decoder-blocks", "2", "--bits", "6",
                  "--decoder-from", str(tmp_path / "a.pt"), "-o", str(tmp_path / "c.pt")])
     assert wider.exit_code == 3 and "decoder_channels" in wider.output
