@@ -67,7 +67,7 @@ def test_bad_data_folder_is_a_clean_error(tmp_path):
 
 def test_two_process_ddp_on_cpu(tmp_path, frames_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "STKC_CACHE": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
                "-m", "stkcodec", "--quiet", "train", "tokenizer", "--data", frames_dir, "--steps", "3",
                "--batch-size", "2", "-o", str(tmp_path / "ddp.pt"), "--checkpoint-dir", str(tmp_path / "ck"), *TINY]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
