@@ -7,9 +7,14 @@ weights_only=True)` reads it without unpickling arbitrary objects:
     step, metrics, provenance, and while training: optimizer, rng, elapsed_s (and the
     objective's own state, such as the tokenizer's k-means teacher).
 
+`config` is the network's shape alone (what a decoder needs). How it was trained (the
+objective's loss settings, the run's options and data) is in `provenance["recipe"]`, which
+`--resume` reads back; files written before that split keep loss fields in `config`
+(see `split_config`).
+
 A model file (what `-o` writes and `models/` ships) is the same dict without the training
-state. A model's id is a hash of its config and weights, not of the file's bytes, so
-re-saving the same weights keeps the id.
+state. A model's id is a hash of its config as stored and its weights, not of the file's
+bytes, so re-saving the same weights keeps the id.
 """
 
 from __future__ import annotations
@@ -17,36 +22,88 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
+import io
 import pickle
-import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .errors import BadInputError, ModelMismatchError, OutputError
-from .imageio import default_file_mode
+from .imageio import atomic_write
 
 FORMAT = "stkc-checkpoint"
 FORMAT_VERSION = 1
-TRAINING_KEYS = ("optimizer", "rng", "elapsed_s", "objective")
 
 
-def model_classes(kind: str) -> tuple[type[nn.Module], type]:
-    """The (model class, config class) of a kind of model."""
+def model_classes(kind: str) -> tuple[Callable[[Any], nn.Module], type]:
+    """How a kind of model is built from its config, and that config's class."""
     if kind == "tokenizer":
         from .tokenizer import Tokenizer, TokenizerConfig
 
         return Tokenizer, TokenizerConfig
     if kind == "prior":
-        from .prior import Prior, PriorConfig
+        from . import prior
 
-        return Prior, PriorConfig
+        return getattr(prior, "build_prior", prior.Prior), prior.PriorConfig
     raise ModelMismatchError(f"unknown model kind {kind!r}, expected 'tokenizer' or 'prior'")
+
+
+# Files written before the training recipe left the model config held these fields there too.
+# They say how a model was trained, not what its network is: a loaded model drops them (its id
+# still hashes the config as stored), and a resumed run takes them as its objective's settings.
+LEGACY_RECIPE_FIELDS = {"tokenizer": ("commitment_weight", "entropy_weight", "entropy_weight_final",
+                                      "entropy_decay_steps", "teacher_weight", "teacher_weight_final",
+                                      "teacher_decay_steps")}
+# What those files meant by a field they lack: it was added after they shipped.
+LEGACY_DEFAULTS = {"tokenizer": {"prototypes": False}}
+LEGACY_RECIPE_DEFAULTS = {"tokenizer": {"teacher_weight": 0.0, "teacher_weight_final": 0.0, "teacher_decay_steps": 0}}
+
+
+def split_config(kind: str, stored: dict) -> tuple[dict, dict]:
+    """A stored config -> (architecture, recipe): what builds the network, and the training
+    settings an older file kept beside it (empty for files written since)."""
+    legacy = LEGACY_RECIPE_FIELDS.get(kind, ())
+    architecture = {**LEGACY_DEFAULTS.get(kind, {}), **{k: v for k, v in stored.items() if k not in legacy}}
+    recipe = {k: v for k, v in stored.items() if k in legacy}
+    if recipe:
+        recipe = {**LEGACY_RECIPE_DEFAULTS.get(kind, {}), **recipe}
+    return architecture, recipe
+
+
+class ModelFile:
+    """What a model read from a file knows about itself: its id and where it came from.
+
+    The network classes inherit it; `from_checkpoint` is the one way a file becomes a model.
+    """
+
+    kind: ClassVar[str]
+    model_id: str | None = None  # compute_model_id of the file it was read from (None: never saved)
+    provenance: Mapping[str, Any] = MappingProxyType({})  # the file's: training data, steps, same_encoder_as
+
+    @classmethod
+    def from_checkpoint(cls, payload: dict, *, source: str = "model") -> nn.Module:
+        """A ready model (eval mode) from a payload of `read_checkpoint`; `ModelFile` itself
+        builds whatever kind the payload says, a subclass only its own kind."""
+        kind = payload["kind"]
+        if cls is not ModelFile and kind != cls.kind:
+            raise ModelMismatchError(f"{source}: is a {kind!r} model, expected a {cls.kind!r} model")
+        build, config_class = model_classes(kind)
+        architecture, _ = split_config(kind, payload["config"])
+        try:
+            model = build(config_class(**architecture))
+            model.load_state_dict(payload["state_dict"])
+        except (TypeError, RuntimeError, ValueError) as error:
+            raise BadInputError(f"{source}: weights do not fit a {kind} ({str(error).splitlines()[0]})") from None
+        # ModelFile declares these two on every network class that inherits it
+        model.model_id = payload["model_id"]
+        model.provenance = MappingProxyType(dict(payload.get("provenance") or {}))
+        return model.eval()
 
 
 def compute_model_id(config: dict, state_dict: dict[str, torch.Tensor]) -> str:
@@ -78,20 +135,18 @@ def model_payload(model: nn.Module, *, half: bool = False, **extra: Any) -> dict
 
 
 def atomic_save(payload: dict, path: str | Path) -> None:
-    """torch.save into a temporary file beside `path`, then rename: never a half-written file."""
+    """torch.save, written whole or not at all (imageio.atomic_write), folders created as needed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(temporary, default_file_mode())
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    try:
+        atomic_write(path, buffer.getvalue(), force=True)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def save_model(model: nn.Module, path: str | Path, *, force: bool = True, half: bool = False, **extra: Any) -> dict:
@@ -136,19 +191,6 @@ def read_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
     return payload
 
 
-def build_model(payload: dict, *, source: str = "model") -> nn.Module:
-    model_class, config_class = model_classes(payload["kind"])
-    try:
-        config = config_class(**payload["config"])
-        model = model_class(config)
-        model.load_state_dict(payload["state_dict"])
-    except (TypeError, RuntimeError, ValueError) as error:
-        raise BadInputError(f"{source}: weights do not fit a {payload['kind']} ({str(error).splitlines()[0]})") from None
-    model.model_id = payload["model_id"]
-    model.provenance = payload.get("provenance") or {}
-    return model.eval()
-
-
 def load_model(path: str | Path, *, kind: str | None = None) -> nn.Module:
-    """A ready model (eval mode) from a model file or checkpoint, with `.model_id` set."""
-    return build_model(read_checkpoint(path, kind=kind), source=str(path))
+    """A ready model (eval mode) from a model file or checkpoint, with its `model_id` and `provenance`."""
+    return ModelFile.from_checkpoint(read_checkpoint(path, kind=kind), source=str(path))

@@ -1,41 +1,91 @@
-"""`stkc train tokenizer|prior`, `stkc tokenize`, `stkc generate`."""
+"""`stkc train tokenizer|prior`, `stkc tokenize`, `stkc generate`.
+
+Defaults shown in -h come from the configs' dataclasses (one place for each); with `--resume`,
+an option left out takes the checkpoint's value, and one given overrides it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
+from click.core import ParameterSource
 
 from .cli_common import CONTEXT, MODEL_HELP, Group, say
 
 
-def training_options(function):
-    options = [
-        click.option("-o", "--output", default=None, help="Where to write the final model."),
-        click.option("--steps", type=click.IntRange(1), help="Train for this many steps."),
-        click.option("--minutes", type=click.FloatRange(0, min_open=True), help="Train for this many minutes."),
-        click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True),
-        click.option("--resume", type=click.Path(), help="Continue from a checkpoint (or a model file)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--checkpoint-dir", default="checkpoints", show_default=True),
-        click.option("--checkpoint-minutes", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True),
-        click.option("--valid-limit", type=click.IntRange(1), default=256, show_default=True,
-                     help="Validate on at most this many items at each checkpoint."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+def default(config_class: type, name: str):
+    """A config field's default: what -h shows and a new run gets."""
+    return {f.name: f.default for f in dataclasses.fields(config_class)}[name]
 
 
-def make_train_config(ctx: click.Context, default_output: str, **options):
+def training_options(default_output: str):
     from .train import TrainConfig
 
-    return TrainConfig(
-        steps=options["steps"], minutes=options["minutes"], batch_size=options["batch_size"], lr=options["lr"],
-        seed=options["seed"], device=options["device"], output=options["output"] or default_output,
-        checkpoint_dir=options["checkpoint_dir"], checkpoint_minutes=options["checkpoint_minutes"],
-        valid_limit=options["valid_limit"], resume=options["resume"], quiet=ctx.obj["quiet"],
-    )
+    def run_default(name: str):
+        return default(TrainConfig, name)
+
+    options = [
+        click.option("-o", "--output", default=default_output, show_default=True, type=click.Path(),
+                     help="Where to write the final model (with --resume: the checkpoint's run's)."),
+        click.option("--force", is_flag=True, help="Replace an existing output."),
+        click.option("--steps", type=click.IntRange(1), help="Train for this many steps."),
+        click.option("--minutes", type=click.FloatRange(0, min_open=True), help="Train for this many minutes."),
+        click.option("--batch-size", type=click.IntRange(1), default=run_default("batch_size"), show_default=True,
+                     help="Crops per step (per process under torchrun)."),
+        click.option("--lr", type=click.FloatRange(0, min_open=True), default=run_default("lr"), show_default=True,
+                     help="Peak learning rate (warm-up, then cosine decay to 10%)."),
+        click.option("--resume", type=click.Path(),
+                     help="Continue from a checkpoint (or a model file): its data, duration and options unless given."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=run_default("device"),
+                     show_default=True, help="Where to train."),
+        click.option("--seed", type=int, default=run_default("seed"), show_default=True,
+                     help="Seeds the model's start and the batches."),
+        click.option("--checkpoint-dir", default=run_default("checkpoint_dir"), show_default=True,
+                     help="Folder for each run's folder (checkpoint.pt, best.pt, metrics.jsonl)."),
+        click.option("--checkpoint-minutes", type=click.FloatRange(0, min_open=True),
+                     default=run_default("checkpoint_minutes"), show_default=True,
+                     help="Validate and save a checkpoint this often."),
+        click.option("--valid-limit", type=click.IntRange(1), default=run_default("valid_limit"), show_default=True,
+                     help="Validate on at most this many items at each checkpoint."),
+    ]
+
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def chosen_options(ctx: click.Context, resuming: bool) -> dict:
+    """A new run takes every option (defaults included); a resumed one only those given on the
+    command line: the rest comes from its checkpoint."""
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {name: value for name, value in ctx.params.items()
+            if value is not None and (not resuming or ctx.get_parameter_source(name) in given)}
+
+
+def make_train_config(ctx: click.Context, resumed, chosen: dict, **fixed):
+    """The run's options: the checkpoint's (when resumed), overridden by those given."""
+    from .train import TrainConfig, check_output, settle
+
+    run_config, _ = settle(TrainConfig, resumed.run if resumed else None, {**chosen, **fixed})
+    if resumed and "output" not in resumed.run and "output" not in chosen:
+        run_config = dataclasses.replace(run_config, output=ctx.params["output"])
+    run_config = dataclasses.replace(run_config, resume=resumed.path if resumed else None, quiet=ctx.obj["quiet"])
+    check_output(run_config.output, force=ctx.params["force"])  # before any long work
+    return run_config
+
+
+def data_source(option, resumed, split: str, key: str, flag: str, *, required: bool):
+    """An input given on the command line, or the one the resumed run used."""
+    if option is not None:
+        return option
+    saved = resumed.data(split, key) if resumed else None
+    if saved is None and required:
+        raise click.UsageError(f"give {flag} (or --resume a checkpoint that names it)")
+    return saved
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -43,106 +93,153 @@ def train() -> None:
     """Train a tokenizer or a prior."""
 
 
+def _tokenizer_options(function):
+    from .objectives import TokenizerLoss
+    from .tokenizer import TokenizerConfig
+
+    def shape(name: str):
+        return default(TokenizerConfig, name)
+
+    def loss(name: str):
+        return default(TokenizerLoss, name)
+
+    options = [
+        click.option("--data", type=click.Path(), help="Folder of training images (recursive)."),
+        click.option("--valid", type=click.Path(), help="Folder of validation images (picks best.pt)."),
+        click.option("--strict-data", is_flag=True,
+                     help="Stop at an unreadable training image instead of skipping it with a warning."),
+        click.option("--patch-size", type=click.IntRange(1, 32), default=shape("patch_size"), show_default=True,
+                     help="Pixels per side of the patch each token codes."),
+        click.option("--bits", type=click.IntRange(1, 20), default=shape("bits"), show_default=True,
+                     help="Bits per token (2**bits codes)."),
+        click.option("--encoder-channels", type=click.IntRange(1), default=shape("encoder_channels"),
+                     show_default=True, help="Width of the encoder."),
+        click.option("--encoder-blocks", type=click.IntRange(0), default=shape("encoder_blocks"), show_default=True,
+                     help="Residual blocks of the encoder."),
+        click.option("--decoder-channels", type=click.IntRange(1), default=shape("decoder_channels"),
+                     show_default=True, help="Width of the decoder."),
+        click.option("--decoder-blocks", type=click.IntRange(0), default=shape("decoder_blocks"), show_default=True,
+                     help="Residual blocks of the decoder."),
+        click.option("--prototypes/--no-prototypes", default=shape("prototypes"), show_default=True,
+                     help="The encoder also sees each patch's soft assignment to 2**bits prototype patches, "
+                          "started at k-means centroids."),
+        click.option("--commitment-weight", type=click.FloatRange(0), default=loss("commitment_weight"),
+                     show_default=True, help="Weight of BSQ's commitment term (latent to its code)."),
+        click.option("--entropy-weight", type=click.FloatRange(0), default=loss("entropy_weight"), show_default=True,
+                     help="Weight of BSQ's entropy term at the start (keeps the codebook in use)..."),
+        click.option("--entropy-weight-final", type=click.FloatRange(0), default=loss("entropy_weight_final"),
+                     show_default=True, help="...falling linearly to this weight..."),
+        click.option("--entropy-decay-steps", type=click.IntRange(0), default=loss("entropy_decay_steps"),
+                     show_default=True, help="...over this many steps."),
+        click.option("--teacher-weight", type=click.FloatRange(0), default=loss("teacher_weight"), show_default=True,
+                     help="Weight at the start of the k-means teacher, which pulls the encoder's bits towards "
+                          "k-means cells of the patches (0: no teacher)..."),
+        click.option("--teacher-weight-final", type=click.FloatRange(0), default=loss("teacher_weight_final"),
+                     show_default=True, help="...moving linearly to this weight..."),
+        click.option("--teacher-decay-steps", type=click.IntRange(0), default=loss("teacher_decay_steps"),
+                     show_default=True, help="...over this many steps."),
+        click.option("--decoder-only", is_flag=True,
+                     help="With --resume: train the decoder alone; tokens, and a prior trained on them, stay valid."),
+        click.option("--encoder-from", type=click.Path(),
+                     help="Keep this tokenizer's encoder (frozen) and train a new decoder, of any shape, for its tokens."),
+        click.option("--decoder-from", type=click.Path(),
+                     help="Start the decoder from this tokenizer's (same width); extra --decoder-blocks start as "
+                          "the identity. With --encoder-from the same file: a deeper decoder for the same tokens."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @train.command("tokenizer", context_settings=CONTEXT)
-@click.option("--data", required=True, type=click.Path(), help="Folder of training images (recursive).")
-@click.option("--valid", type=click.Path(), help="Folder of validation images.")
-@click.option("--patch-size", type=click.IntRange(1, 32), default=5, show_default=True)
-@click.option("--bits", type=click.IntRange(1, 20), default=10, show_default=True)
-@click.option("--encoder-channels", type=click.IntRange(1), default=96, show_default=True)
-@click.option("--encoder-blocks", type=click.IntRange(0), default=2, show_default=True)
-@click.option("--decoder-channels", type=click.IntRange(1), default=160, show_default=True)
-@click.option("--decoder-blocks", type=click.IntRange(0), default=4, show_default=True)
-@click.option("--commitment-weight", type=click.FloatRange(0), default=0.25, show_default=True,
-              help="Weight of BSQ's commitment term (latent to its code).")
-@click.option("--entropy-weight", type=click.FloatRange(0), default=0.01, show_default=True,
-              help="Weight of BSQ's entropy term at the start (keeps the codebook in use).")
-@click.option("--entropy-weight-final", type=click.FloatRange(0), default=0.01, show_default=True,
-              help="...falling linearly to this weight...")
-@click.option("--entropy-decay-steps", type=click.IntRange(0), default=600, show_default=True,
-              help="...over this many steps.")
-@click.option("--prototypes/--no-prototypes", default=True, show_default=True,
-              help="The encoder also sees each patch's soft assignment to 2**bits prototype patches, "
-                   "started at k-means centroids.")
-@click.option("--teacher-weight", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Weight at the start of the k-means teacher, which pulls the encoder's bits towards "
-                   "k-means cells of the patches (0: no teacher)...")
-@click.option("--teacher-weight-final", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="...moving linearly to this weight...")
-@click.option("--teacher-decay-steps", type=click.IntRange(0), default=1500, show_default=True,
-              help="...over this many steps.")
-@click.option("--decoder-only", is_flag=True,
-              help="With --resume: train the decoder alone; tokens, and a prior trained on them, stay valid.")
-@click.option("--encoder-from", type=click.Path(),
-              help="Keep this tokenizer's encoder (frozen) and train a new decoder, of any shape, for its tokens.")
-@click.option("--decoder-from", type=click.Path(),
-              help="Start the decoder from this tokenizer's (same width); extra --decoder-blocks start as "
-                   "the identity. With --encoder-from the same file: a deeper decoder for the same tokens.")
-@training_options
+@_tokenizer_options
+@training_options("tokenizer.pt")
 @click.pass_context
-def train_tokenizer(ctx: click.Context, data, valid, patch_size, bits, encoder_channels, encoder_blocks,
-                    decoder_channels, decoder_blocks, commitment_weight, entropy_weight, entropy_weight_final,
-                    entropy_decay_steps, prototypes, teacher_weight, teacher_weight_final, teacher_decay_steps, decoder_only,
-                    encoder_from, decoder_from, **options) -> None:
+def train_tokenizer(ctx: click.Context, **options) -> None:
     """Train the patch auto-encoder (BSQ tokenizer) on a folder of images."""
     import torch
 
     from .checkpoint import load_model
     from .data import ImageFolder
-    from .objectives import TokenizerObjective
+    from .finetune import encoder_modules, keep_encoder_of, same_encoder_provenance, start_decoder_from
+    from .objectives import TokenizerLoss, TokenizerObjective
     from .tokenizer import Tokenizer, TokenizerConfig
+    from .train import Resumed, settle
     from .train import train as run
 
-    config = TokenizerConfig(patch_size=patch_size, bits=bits, encoder_channels=encoder_channels,
-                             encoder_blocks=encoder_blocks, decoder_channels=decoder_channels,
-                             decoder_blocks=decoder_blocks, commitment_weight=commitment_weight,
-                             entropy_weight=entropy_weight,
-                             entropy_weight_final=entropy_weight_final, entropy_decay_steps=entropy_decay_steps,
-                             prototypes=prototypes, teacher_weight=teacher_weight, teacher_weight_final=teacher_weight_final,
-                             teacher_decay_steps=teacher_decay_steps)
-    torch.manual_seed(options["seed"])
+    if options["decoder_only"] and not options["resume"]:
+        raise click.UsageError("--decoder-only needs --resume: the tokenizer whose encoder to keep")
+    resumed = Resumed.read(options["resume"], "tokenizer") if options["resume"] else None
+    chosen = chosen_options(ctx, resumed is not None)
+    config, _ = settle(TokenizerConfig, resumed and resumed.architecture, chosen, fixed=True, what=options["resume"])
+    loss, changed = settle(TokenizerLoss, resumed and resumed.loss, chosen)
+    if changed:
+        say(ctx, "resuming with other loss weights: "
+                 + ", ".join(f"{k} {resumed.loss[k]} -> {getattr(loss, k)}" for k in changed))
+    freeze = options["decoder_only"] or options["encoder_from"]
+    run_config = make_train_config(ctx, resumed, chosen, **({"frozen": encoder_modules(config)} if freeze else {}))
+    torch.manual_seed(run_config.seed)
     model = Tokenizer(config)
-    if decoder_only:
-        if not options["resume"]:
-            raise click.UsageError("--decoder-only needs --resume: the tokenizer whose encoder to keep")
-        model.freeze_encoder()
-    if encoder_from:
-        model.keep_encoder_of(load_model(encoder_from, kind="tokenizer"))
-    if decoder_from:
-        model.start_decoder_from(load_model(decoder_from, kind="tokenizer"))
-    train_data = ImageFolder(data)
-    valid_data = ImageFolder(valid) if valid else None
+    kept_from = []
+    if options["encoder_from"]:
+        kept_from = keep_encoder_of(model, load_model(options["encoder_from"], kind="tokenizer"))
+    if options["decoder_from"]:
+        start_decoder_from(model, load_model(options["decoder_from"], kind="tokenizer"))
+    provenance = same_encoder_provenance(kept_from, resumed and resumed.state) if run_config.frozen else {}
+    data = data_source(options["data"], resumed, "train", "folder", "--data", required=True)
+    valid = data_source(options["valid"], resumed, "valid", "folder", "--valid", required=False)
+    strict = options["strict_data"] or bool(resumed and "strict_data" not in chosen and resumed.data("train", "strict"))
+
+    def warn(message: str) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+    train_data = ImageFolder(data, strict=strict, on_skip=warn)
+    valid_data = ImageFolder(valid, strict=strict, on_skip=warn) if valid else None
     say(ctx, f"tokenizer: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training images")
-    run(model, TokenizerObjective.from_config(config), train_data, valid_data,
-        make_train_config(ctx, "tokenizer.pt", **options), log=lambda m: say(ctx, m))
+    objective = TokenizerObjective(loss, patch_size=config.patch_size, bits=config.bits)
+    run(model, objective, train_data, valid_data, run_config, state=resumed and resumed.state,
+        provenance=provenance, log=lambda m: say(ctx, m))
 
 
 @train.command("prior", context_settings=CONTEXT)
-@click.option("--tokens", "tokens_path", required=True, type=click.Path(), help="Tokens from `stkc tokenize`.")
-@click.option("--valid-tokens", type=click.Path(), help="Validation tokens (same tokenizer).")
-@click.option("--d-model", type=click.IntRange(8), default=128, show_default=True)
-@click.option("--layers", type=click.IntRange(1), default=4, show_default=True)
-@click.option("--heads", type=click.IntRange(1), default=4, show_default=True)
-@training_options
+@click.option("--tokens", "tokens_path", type=click.Path(), help="Tokens from `stkc tokenize`.")
+@click.option("--valid-tokens", type=click.Path(), help="Validation tokens (same tokenizer; picks best.pt).")
+@click.option("--d-model", "d_model", type=click.IntRange(8), default=128, show_default=True,
+              help="Width of the transformer.")
+@click.option("--layers", "n_layers", type=click.IntRange(1), default=4, show_default=True,
+              help="Transformer blocks.")
+@click.option("--heads", "n_heads", type=click.IntRange(1), default=4, show_default=True,
+              help="Attention heads (must divide --d-model).")
+@training_options("prior.pt")
 @click.pass_context
-def train_prior(ctx: click.Context, tokens_path, valid_tokens, d_model, layers, heads, **options) -> None:
+def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> None:
     """Train the autoregressive prior on token grids."""
     import torch
 
+    from .checkpoint import model_classes
     from .data import load_tokens
     from .objectives import PriorObjective
-    from .prior import Prior, PriorConfig
+    from .prior import PriorConfig
+    from .train import Resumed, settle
     from .train import train as run
 
+    resumed = Resumed.read(options["resume"], "prior") if options["resume"] else None
+    chosen = chosen_options(ctx, resumed is not None)
+    tokens_path = data_source(tokens_path, resumed, "train", "tokens_file", "--tokens", required=True)
+    valid_tokens = data_source(valid_tokens, resumed, "valid", "tokens_file", "--valid-tokens", required=False)
     train_data = load_tokens(tokens_path)
     valid_data = load_tokens(valid_tokens, tokenizer_id=train_data.source["tokenizer_id"]) if valid_tokens else None
-    if d_model % heads:
-        raise click.BadParameter(f"--d-model {d_model} is not a multiple of --heads {heads}")
-    config = PriorConfig(vocab_size=train_data.source["vocab_size"], d_model=d_model, n_layers=layers, n_heads=heads)
-    torch.manual_seed(options["seed"])
-    model = Prior(config)
+    shape = {**chosen, "vocab_size": train_data.source["vocab_size"]}
+    config, _ = settle(PriorConfig, resumed and resumed.architecture, shape, fixed=True, what=options["resume"])
+    if config.d_model % config.n_heads:
+        raise click.BadParameter(f"--d-model {config.d_model} is not a multiple of --heads {config.n_heads}")
+    run_config = make_train_config(ctx, resumed, chosen)
+    torch.manual_seed(run_config.seed)
+    build, _ = model_classes("prior")
+    model = build(config)
     say(ctx, f"prior: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training grids "
              f"of {tuple(train_data.tokens.shape[1:])}")
-    run(model, PriorObjective(), train_data, valid_data, make_train_config(ctx, "prior.pt", **options),
+    run(model, PriorObjective(), train_data, valid_data, run_config, state=resumed and resumed.state,
         log=lambda m: say(ctx, m))
 
 

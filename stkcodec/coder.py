@@ -5,7 +5,10 @@ coded with a fresh context, so tiles cost a little at their borders but any imag
 with the prior's fixed position tables and bounded memory. Tiles of one shape are coded
 together in chunks of CHUNK_TILES; inside a chunk the symbols go position-major (token 0 of
 every tile, then token 1 of every tile...) so a decoder can run the chunk's tiles as one
-batch. Every probability comes from `ExactPrior`, so encoder and decoder agree to the bit.
+batch. A group prior's symbols go in its schedule's order instead of raster order (group 0's
+cells of every tile, then group 1's...), and a decoder takes one group of the chunk per step,
+each stream's symbols in one call. Every probability comes from `ExactPrior` or
+`ExactGroupPrior`, so encoder and decoder agree to the bit.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import numpy as np
 import torch
 
 from .errors import BadInputError
-from .exact import ExactPrior
+from .exact import ExactGroupPrior, ExactPrior
+from .schedule import plan
 
 CHUNK_TILES = 16  # part of the format: it fixes the order of the symbols
 MAX_BATCH_TILES = 64  # tiles per batched KV-cache decoding step (speed only)
 ENCODE_BATCH_TILES = 8  # tiles per teacher-forced pass: its attention scores are (n, heads, T, T) float64
+# (a group prior's are (n, heads, 1 + 2T, 1 + T): a quarter as many tiles per pass)
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 Tile = tuple[int, int, int, int]  # row0, row1, col0, col1 on the token grid
@@ -64,15 +69,18 @@ def encode_grids(prior: ExactPrior, grids: list[torch.Tensor], tile: tuple[int, 
     are the same as coding each grid alone.
     """
     encoders = [constriction.stream.queue.RangeEncoder() for _ in grids]
+    per_pass = ENCODE_BATCH_TILES // 4 if isinstance(prior, ExactGroupPrior) else ENCODE_BATCH_TILES
     for shape, members in _group_by_shape([tuple(g.shape) for g in grids]).items():
         for chunk in coding_chunks(*shape, *tile):
+            order = prior.symbol_order(chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2])
             for batch in _member_batches(members, chunk, ENCODE_BATCH_TILES):
                 tiles = torch.cat([_cut(grids[i], chunk) for i in batch])  # (len(batch)*n, th, tw)
-                weights = prior.weights(prior.logits(tiles))  # (len(batch)*n, T, V)
+                weights = np.concatenate([prior.weights(prior.logits(tiles[start : start + per_pass]))
+                                          for start in range(0, len(tiles), per_pass)])  # (len(batch)*n, T, V)
                 for slot, index in enumerate(batch):
                     own = slice(slot * len(chunk), (slot + 1) * len(chunk))
-                    symbols = tiles[own].flatten(1).t().reshape(-1).numpy().astype(np.int32)  # position-major
-                    probabilities = weights[own].transpose(1, 0, 2).reshape(len(symbols), -1)
+                    symbols = tiles[own].flatten(1).numpy()[:, order].T.reshape(-1).astype(np.int32)  # position-major
+                    probabilities = weights[own][:, order].transpose(1, 0, 2).reshape(len(symbols), -1)
                     encoders[index].encode(symbols, FAMILY, probabilities)
     return [encoder.get_compressed().astype("<u4").tobytes() for encoder in encoders]
 
@@ -87,11 +95,12 @@ def decode_grids(prior: ExactPrior, payloads: list[bytes], shapes: list[tuple[in
     names = names or [f"input {i}" for i in range(len(payloads))]
     decoders = [constriction.stream.queue.RangeDecoder(np.frombuffer(p, dtype="<u4").astype(np.uint32)) for p in payloads]
     grids = [torch.empty(shape, dtype=torch.int64) for shape in shapes]
+    decode_chunk = _decode_chunk_groups if isinstance(prior, ExactGroupPrior) else _decode_chunk
     for shape, members in _group_by_shape(shapes).items():
         for chunk in coding_chunks(*shape, *tile):
             for batch in _member_batches(members, chunk):
                 try:
-                    _decode_chunk(prior, [decoders[i] for i in batch], [grids[i] for i in batch], chunk)
+                    decode_chunk(prior, [decoders[i] for i in batch], [grids[i] for i in batch], chunk)
                 except (ValueError, RuntimeError, AssertionError, OverflowError) as error:
                     culprit = names[batch[0]] if len(batch) == 1 else "one of " + ", ".join(names[i] for i in batch)
                     raise BadInputError(f"{culprit}: corrupt payload ({error})") from None
@@ -99,6 +108,7 @@ def decode_grids(prior: ExactPrior, payloads: list[bytes], shapes: list[tuple[in
 
 
 def _decode_chunk(prior: ExactPrior, decoders: list, grids: list[torch.Tensor], chunk: list[Tile]) -> None:
+    """The raster prior: one token of every tile per step."""
     tile_rows, tile_cols = chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2]
     count = len(decoders) * len(chunk)
     length = tile_rows * tile_cols
@@ -111,6 +121,32 @@ def _decode_chunk(prior: ExactPrior, decoders: list, grids: list[torch.Tensor], 
             decoder = decoders[slot // len(chunk)]
             symbols[slot, position] = decoder.decode(FAMILY, weights[slot : slot + 1])[0]
         previous = symbols[:, position]
-    for slot in range(count):
+    _place(grids, chunk, symbols)
+
+
+def _decode_chunk_groups(prior: ExactGroupPrior, decoders: list, grids: list[torch.Tensor], chunk: list[Tile]) -> None:
+    """A group prior: one group of every tile per step, each stream's symbols in one call."""
+    tile_rows, tile_cols = chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2]
+    tiles = len(chunk)
+    count = len(decoders) * tiles
+    schedule = plan(prior.schedule, tile_rows, tile_cols)
+    cache = prior.new_cache(count, 1 + tile_rows * tile_cols)
+    symbols = np.empty((count, tile_rows * tile_cols), dtype=np.int64)
+    for group in range(schedule.count):
+        cells = schedule.members(group)
+        before = schedule.members(group - 1) if group else None
+        context = symbols[:, before] if group else None
+        weights = prior.weights(prior.group_step(context, before, cells, tile_cols, cache))  # (count, m, V)
+        for stream, decoder in enumerate(decoders):
+            own = slice(stream * tiles, (stream + 1) * tiles)
+            probabilities = weights[own].transpose(1, 0, 2).reshape(len(cells) * tiles, -1)  # cell-major, as coded
+            decoded = decoder.decode(FAMILY, probabilities)
+            symbols[own, cells] = decoded.reshape(len(cells), tiles).T
+    _place(grids, chunk, symbols)
+
+
+def _place(grids: list[torch.Tensor], chunk: list[Tile], symbols: np.ndarray) -> None:
+    """Decoded symbols (streams*tiles, T), raster order per tile, into each stream's grid."""
+    for slot, row in enumerate(symbols):
         r0, r1, c0, c1 = chunk[slot % len(chunk)]
-        grids[slot // len(chunk)][r0:r1, c0:c1] = torch.from_numpy(symbols[slot].reshape(tile_rows, tile_cols))
+        grids[slot // len(chunk)][r0:r1, c0:c1] = torch.from_numpy(row.reshape(r1 - r0, c1 - c0))

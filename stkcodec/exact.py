@@ -31,7 +31,8 @@ import math
 import numpy as np
 import torch
 
-from .prior import Prior
+from .prior import GroupPrior, Prior
+from .schedule import plan
 
 FRAC_BITS = 12  # activations in units of 1/4096
 WEIGHT_BITS = 15  # |integer weight| <= 2**15 - 1 per output channel
@@ -64,16 +65,20 @@ EXP2_FRACTION = _exp2_fraction_table()
 
 
 @functools.cache
-def _powers_of_two(top_bits: int) -> np.ndarray:
-    """2**(top_bits - e) for e = 0..top_bits+2, exact; 0 past top_bits (the weight rounds to 0)."""
-    return np.array([float(2 ** (top_bits - e)) if e <= top_bits else 0.0 for e in range(top_bits + 3)])
+def _exp2_table(top_bits: int) -> np.ndarray:
+    """round(2**top_bits * 2**(-z / EXP_STEPS)) for z = 0..EXP_STEPS*(top_bits+2): each entry the
+    correctly rounded product of a fraction from EXP2_FRACTION and an exact power of two; 0 past
+    2**-(top_bits+1), where every weight rounds to 0."""
+    whole, fraction = np.divmod(np.arange(EXP_STEPS * (top_bits + 2) + 1), EXP_STEPS)
+    powers = np.array([float(2 ** (top_bits - e)) if e <= top_bits else 0.0 for e in range(top_bits + 3)])
+    return np.round(EXP2_FRACTION[fraction] * powers[whole])
 
 
 def exp2_weights(exponents: np.ndarray, top_bits: int) -> np.ndarray:
-    """Integer weights round(2**top_bits * 2**(-z / EXP_STEPS)) of integer-valued z >= 0 (float64)."""
-    z = np.minimum(exponents, EXP_STEPS * (top_bits + 2)).astype(np.int64)
-    whole, fraction = np.divmod(z, EXP_STEPS)
-    return np.round(EXP2_FRACTION[fraction] * _powers_of_two(top_bits)[whole])
+    """Integer weights round(2**top_bits * 2**(-z / EXP_STEPS)) of integer-valued z >= 0 (float64),
+    one lookup per element."""
+    table = _exp2_table(top_bits)
+    return table[np.minimum(exponents, len(table) - 1).astype(np.int64)]
 
 
 def to_exponents(values: np.ndarray, scale: float) -> np.ndarray:
@@ -163,31 +168,43 @@ class ExactPrior:
         rows_of, cols_of = np.divmod(positions, cols)
         return self.token_table[inputs] + self.row_table[rows_of] + self.col_table[cols_of]
 
-    def _attention(self, layer: dict, x: np.ndarray, cache: ExactCache | None, index: int) -> np.ndarray:
+    def _attention(self, layer: dict, x: np.ndarray, cache: ExactCache | None, index: int,
+                   keys: int | None, mask: np.ndarray | None) -> np.ndarray:
+        """Causal self-attention (raster); or, with `keys`, the first `keys` entries are the keys
+        and values, and `mask` (T, keys) says what each entry sees (None: every cached key)."""
         batch, length, dim = x.shape
         qkv = layer["qkv"](x).reshape(batch, length, 3, self.n_heads, dim // self.n_heads).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, T, hd)
+        if keys is not None:
+            k, v = k[:, :, :keys], v[:, :, :keys]
         past = 0
         if cache is not None:
-            past = cache.length
-            cache.keys[index][:, :, past : past + length] = k
-            cache.values[index][:, :, past : past + length] = v
-            k, v = cache.keys[index][:, :, : past + length], cache.values[index][:, :, : past + length]
-        scores = to_exponents(_matmul(q, k.swapaxes(-1, -2)), self.score_scale)  # (B, H, T, S)
-        if length > 1:
-            visible = np.tri(length, k.shape[2], past, dtype=bool)
-            scores = np.where(visible, scores, NEG_LARGE)
-        weights = exp2_weights(scores.max(-1, keepdims=True) - scores, ATTENTION_BITS)
+            past, new = cache.length, k.shape[2]
+            cache.keys[index][:, :, past : past + new] = k
+            cache.values[index][:, :, past : past + new] = v
+            k, v = cache.keys[index][:, :, : past + new], cache.values[index][:, :, : past + new]
+        # In place where it can be: these (B, H, T, S) arrays dominate the time, and fresh ones page-fault.
+        scores = _matmul(q, k.swapaxes(-1, -2))  # (B, H, T, S) integer q.k
+        np.multiply(scores, self.score_scale * LOG2_E * EXP_STEPS, out=scores)
+        np.round(scores, out=scores)  # = to_exponents(q.k, score_scale)
+        if mask is not None:
+            scores[..., ~mask] = NEG_LARGE
+        elif keys is None and length > 1:
+            scores[..., ~np.tri(length, k.shape[2], past, dtype=bool)] = NEG_LARGE
+        np.subtract(scores.max(-1, keepdims=True), scores, out=scores)
+        weights = exp2_weights(scores, ATTENTION_BITS)
         mixed = np.round(_matmul(weights, v) / weights.sum(-1, keepdims=True))
         return layer["proj"](mixed.transpose(0, 2, 1, 3).reshape(batch, length, dim))
 
-    def _run(self, x: np.ndarray, cache: ExactCache | None) -> np.ndarray:
+    def _run(self, x: np.ndarray, cache: ExactCache | None, *, keys: int | None = None,
+             mask: np.ndarray | None = None, readout: slice = slice(None)) -> np.ndarray:
+        """Integer logits (units 2**-FRAC_BITS) of the entries `readout` of x (B, T, d)."""
         for index, layer in enumerate(self.layers):
-            x = x + self._attention(layer, layer["norm1"](x), cache, index)
+            x = x + self._attention(layer, layer["norm1"](x), cache, index, keys, mask)
             x = x + layer["down"](np.maximum(layer["up"](layer["norm2"](x)), 0.0))
         if cache is not None:
-            cache.length += x.shape[1]
-        return self.head(self.norm(x))  # integer logits, units 2**-FRAC_BITS
+            cache.length += x.shape[1] if keys is None else keys
+        return self.head(self.norm(x[:, readout]))
 
     def logits(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
         """Teacher-forced integer logits (B, h*w, vocab) of token grids (B, h, w)."""
@@ -196,6 +213,10 @@ class ExactPrior:
         flat = tokens.reshape(batch, rows * cols)
         inputs = np.concatenate([np.full((batch, 1), self.start_token), flat[:, :-1]], axis=1)
         return self._run(self._embed(inputs, np.arange(rows * cols), cols), None)
+
+    def symbol_order(self, rows: int, cols: int) -> np.ndarray:
+        """Raster indices of a tile's cells in the order they are coded."""
+        return np.arange(rows * cols)
 
     def new_cache(self, batch: int, length: int) -> ExactCache:
         head_dim = self.config.d_model // self.n_heads
@@ -212,3 +233,53 @@ class ExactPrior:
         range coder reads. Exactly reproducible: see the module docstring."""
         exponents = to_exponents(logits, self.logit_scale)
         return exp2_weights(exponents.max(-1, keepdims=True) - exponents, PROBABILITY_BITS)
+
+
+class ExactGroupPrior(ExactPrior):
+    """Integer-valued twin of a `GroupPrior`: `logits` (teacher-forced, the encoder) and
+    `group_step` (one group per call with the KV cache, the decoder) give the same integers."""
+
+    def __init__(self, prior: GroupPrior) -> None:
+        super().__init__(prior)
+        self.query = np.round(_float64(prior.query) * float(2**FRAC_BITS))
+        self.schedule = prior.config.schedule
+
+    def symbol_order(self, rows: int, cols: int) -> np.ndarray:
+        return plan(self.schedule, rows, cols).order
+
+    def _queries(self, positions: np.ndarray, cols: int, batch: int) -> np.ndarray:
+        rows_of, cols_of = np.divmod(positions, cols)
+        queries = self.row_table[rows_of] + self.col_table[cols_of] + self.query  # (m, d)
+        return np.broadcast_to(queries, (batch, *queries.shape))
+
+    def _start(self, batch: int) -> np.ndarray:
+        return np.broadcast_to(self.token_table[self.start_token], (batch, 1, self.token_table.shape[1]))
+
+    def logits(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Teacher-forced integer logits (B, h*w, vocab), raster order, of token grids (B, h, w)."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        batch, rows, cols = tokens.shape
+        tile = plan(self.schedule, rows, cols)
+        length = rows * cols
+        x = np.concatenate([self._start(batch), self._embed(tokens.reshape(batch, length)[:, tile.order], tile.order, cols),
+                            self._queries(tile.order, cols, batch)], axis=1)  # (B, 1 + 2T, d)
+        key_group = np.concatenate([[-1], tile.groups])
+        row_limit = np.concatenate([[-1], tile.groups, tile.groups - 1])
+        mask = key_group[None, :] <= row_limit[:, None]  # (1 + 2T, 1 + T)
+        logits = self._run(x, None, keys=1 + length, mask=mask, readout=slice(1 + length, None))
+        return logits[:, np.argsort(tile.order)]
+
+    def group_step(self, context: np.ndarray | None, context_cells: np.ndarray | None, cells: np.ndarray,
+                   cols: int, cache: ExactCache) -> np.ndarray:
+        """Integer logits (B, len(cells), vocab) of raster `cells`, given the tokens `context`
+        (B, m) of the group before at `context_cells` (None for the first group)."""
+        batch = cache.keys[0].shape[0]
+        entries = self._start(batch) if context is None else self._embed(np.asarray(context, dtype=np.int64),
+                                                                         context_cells, cols)
+        x = np.concatenate([entries, self._queries(cells, cols, batch)], axis=1)
+        return self._run(x, cache, keys=entries.shape[1], readout=slice(entries.shape[1], None))
+
+
+def exact_prior(prior: Prior) -> ExactPrior:
+    """The exact twin of a float prior of either kind."""
+    return ExactGroupPrior(prior) if isinstance(prior, GroupPrior) else ExactPrior(prior)

@@ -1,10 +1,12 @@
-"""The prior: a decoder-only transformer over a raster-ordered token grid.
+"""The priors: decoder-only transformers over a token grid, raster order or a group schedule.
 
-Position i of a grid of h×w tokens (row r = i // w, column c = i % w) reads the token before
-it (a start token for i = 0) plus learned row and column embeddings of (r, c), the cell it
+`Prior` (schedule "raster") predicts one token at a time. Position i of a grid of h×w tokens
+(row r = i // w, column c = i % w) reads the token before it (a start token for i = 0) plus learned row and column embeddings of (r, c), the cell it
 predicts, so the model knows where in the image it is for any grid up to max_rows×max_cols.
 Causal self-attention, RMSNorm, ReLU MLP, no biases: every piece has an exact integer
 counterpart in `exact.py`, which the codec uses; this float model trains and generates.
+`GroupPrior` predicts whole groups of tokens at once in a fixed schedule (schedule.py), so a
+decoder runs a handful of steps per tile instead of one per token.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .schedule import RASTER, plan
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +31,7 @@ class PriorConfig:
     mlp_ratio: int = 4
     max_rows: int = 64
     max_cols: int = 64
+    schedule: str = RASTER  # or a group schedule such as "bayer8:1,2,4,8" (schedule.py)
 
 
 class RMSNorm(nn.Module):
@@ -65,14 +71,19 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                keys: int | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal self-attention, or with `keys`: only the first `keys` entries are keys and
+        values, and `mask` (T, keys) (or every cached key, when None) says what each entry sees."""
         batch, length, dim = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
-        causal = True
+        if keys is not None:
+            k, v = k[:, :, :keys], v[:, :, :keys]
+        causal = keys is None
         if cache is not None:
-            causal = cache.length == 0  # a query after the cached ones sees all of them
+            causal = causal and cache.length == 0  # a query after the cached ones sees all of them
             k, v = cache.extend(layer, k, v)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal and length > 1)  # (B, H, T, hd)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and length > 1)  # (B, H, T, hd)
         return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
 
 
@@ -85,8 +96,9 @@ class Block(nn.Module):
         self.up = nn.Linear(config.d_model, config.mlp_ratio * config.d_model, bias=False)
         self.down = nn.Linear(config.mlp_ratio * config.d_model, config.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), cache, layer)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                keys: int | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cache, layer, keys, mask)
         return x + self.down(F.relu(self.up(self.norm2(x))))
 
 
@@ -173,3 +185,83 @@ class Prior(nn.Module):
             if on_row is not None and (position + 1) % cols == 0:
                 on_row()
         return tokens.view(count, rows, cols)
+
+
+class GroupPrior(Prior):
+    """Predicts a tile's tokens group by group, in the fixed schedule `config.schedule`.
+
+    Two kinds of entries share the blocks. A context entry holds a known token (its embedding
+    plus its cell's row and column): the start entry first, then every cell in schedule order.
+    A query entry holds only a cell's row and column plus a learned query vector; its output
+    predicts that cell's token. Only context entries are keys and values: a context entry of
+    group a sees the contexts of groups <= a, a query of group b those of groups < b (and the
+    start entry always). So a decoder runs one step per group with a KV cache: the contexts of
+    group b-1 and the queries of group b together.
+    """
+
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__(config)
+        plan(config.schedule, 1, 1)  # refuses a malformed schedule here, not at the first grid
+        self.query = nn.Parameter(0.02 * torch.randn(config.d_model))
+
+    def _start(self, batch: int) -> torch.Tensor:
+        return self.token_embedding.weight[self.start_token].expand(batch, 1, -1)  # (B, 1, d)
+
+    def _queries(self, positions: torch.Tensor, cols: int, batch: int) -> torch.Tensor:
+        rows_of, cols_of = torch.div(positions, cols, rounding_mode="floor"), positions % cols
+        return (self.row_embedding(rows_of) + self.col_embedding(cols_of) + self.query).expand(batch, -1, -1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, h*w, vocab) in raster order, each from the groups before its own."""
+        batch, rows, cols = tokens.shape
+        self.check_grid(rows, cols)
+        tile = plan(self.config.schedule, rows, cols)
+        device = tokens.device
+        order = torch.tensor(tile.order).to(device)
+        length = rows * cols
+        x = torch.cat([self._start(batch), self.embed(tokens.flatten(1)[:, order], order, cols),
+                       self._queries(order, cols, batch)], dim=1)  # (B, 1 + 2T, d)
+        groups = torch.tensor(tile.groups).to(device)
+        key_group = torch.cat([groups.new_tensor([-1]), groups])  # (1 + T,)
+        row_limit = torch.cat([groups.new_tensor([-1]), groups, groups - 1])  # (1 + 2T,)
+        mask = key_group[None, :] <= row_limit[:, None]  # (1 + 2T, 1 + T)
+        for block in self.blocks:
+            x = block(x, keys=1 + length, mask=mask)
+        logits = self.head(self.norm(x[:, 1 + length :]))  # (B, T, vocab), schedule order
+        return logits[:, torch.from_numpy(np.argsort(tile.order)).to(device)]
+
+    @torch.no_grad()
+    def sample(self, count: int, rows: int, cols: int, *, generator: torch.Generator | None = None,
+               temperature: float = 1.0, top_k: int | None = None, on_row=None) -> torch.Tensor:
+        """Draw `count` token grids (count, rows, cols), one group per step with the KV cache.
+        `on_row` is called once per grid row's worth of tokens drawn."""
+        self.check_grid(rows, cols)
+        device = self.head.weight.device
+        tile = plan(self.config.schedule, rows, cols)
+        cache = self.new_cache()
+        tokens = torch.empty(count, rows * cols, dtype=torch.long, device=device)
+        context = self._start(count)
+        drawn_rows = 0
+        for group in range(tile.count):
+            members = torch.tensor(tile.members(group)).to(device)
+            x = torch.cat([context, self._queries(members, cols, count)], dim=1)
+            for layer, block in enumerate(self.blocks):
+                x = block(x, cache, layer, keys=context.shape[1])
+            logits = self.head(self.norm(x[:, context.shape[1] :])).float() / max(temperature, 1e-6)  # (count, m, V)
+            if top_k is not None and top_k < logits.shape[-1]:
+                threshold = logits.topk(top_k, dim=-1).values[..., -1:]
+                logits = logits.masked_fill(logits < threshold, float("-inf"))
+            probabilities = logits.softmax(-1).flatten(0, 1).cpu()
+            drawn = torch.multinomial(probabilities, 1, generator=generator).view(count, -1).to(device)
+            tokens[:, members] = drawn
+            context = self.embed(drawn, members, cols)
+            if on_row is not None:
+                while drawn_rows < int(tile.starts[group + 1]) // cols:
+                    drawn_rows += 1
+                    on_row()
+        return tokens.view(count, rows, cols)
+
+
+def build_prior(config: PriorConfig) -> Prior:
+    """The prior class that `config.schedule` names."""
+    return Prior(config) if config.schedule == RASTER else GroupPrior(config)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .checkpoint import load_model
 from .errors import BadInputError, ModelMismatchError
-from .exact import ExactPrior
+from .exact import exact_prior
 
 DEFAULT = "default"
 FRAME = (100, 150)  # pixels (rows, cols) that one tile covers: a whole SuperTuxKart frame
@@ -58,14 +58,14 @@ class CodecModel:
         if prior.config.vocab_size != tokenizer.codebook_size:
             raise ModelMismatchError(
                 f"prior predicts {prior.config.vocab_size} symbols, tokenizer makes {tokenizer.codebook_size}")
-        trained_on = (getattr(prior, "provenance", {}).get("train") or {}).get("tokenizer_id")
-        same_tokens = {tokenizer.model_id, *getattr(tokenizer, "provenance", {}).get("same_encoder_as", [])}
+        trained_on = (prior.provenance.get("train") or {}).get("tokenizer_id")
+        same_tokens = {tokenizer.model_id, *tokenizer.provenance.get("same_encoder_as", [])}
         if trained_on is not None and trained_on not in same_tokens:
             raise ModelMismatchError(f"prior was trained on tokens of tokenizer {trained_on[:12]}, "
                                      f"not of this one ({tokenizer.model_id[:12]})")
         self.tokenizer = tokenizer
         self.prior = prior
-        self.exact_prior = ExactPrior(prior)
+        self.exact_prior = exact_prior(prior)
         digest = hashlib.sha256(f"{tokenizer.model_id}:{prior.model_id}".encode()).digest()
         self.model_id = digest[:4]
         p = tokenizer.config.patch_size
