@@ -29,8 +29,7 @@ def main() -> None:
     images = ImageFolder(args.data)
     device = torch.device("cpu")
     report = {"images": len(images)}
-    report.update(TokenizerObjective(commitment_weight=0, entropy_weight=0).evaluate(
-        model.tokenizer, images, device=device, limit=None))
+    report.update(TokenizerObjective().evaluate(model.tokenizer, images, device=device, limit=None))
     with torch.inference_mode():
         grids = torch.cat([model.tokenizer.encode_index(batch) for batch in images.batches(64)])
     tokens = TokenGrids(grids, source={})

@@ -112,7 +112,7 @@ def main() -> None:
         folder = Path(args.data)
         worker(args.worker, folder, args.model, args.batch, json.loads((folder / "inputs.json").read_text()))
         return
-    from stkcodec.bench import find_frames
+    from stkcodec.data import find_frames
 
     inputs = [str(p) for p in find_frames(args.data, args.limit)]
     report = {"frames": len(inputs), "decode": {}, "encode": {}}

@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from stkcodec.bench import find_frames
+    from stkcodec.data import find_frames
     from stkcodec.codec import Codec, image_tokens
     from stkcodec.generate import generate_images
     from stkcodec.imageio import open_image

@@ -18,12 +18,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, features
 
+from .data import find_frames  # noqa: F401  (cli_codec takes it from here)
 from .errors import BadInputError
 
 PEAK = 255.0
@@ -284,19 +284,6 @@ class Sweep:
 
 def _json_number(value: float, digits: int) -> float | None:
     return round(float(value), digits) if math.isfinite(value) else None
-
-
-def find_frames(folder: str | None, limit: int | None = None) -> list[Path]:
-    """The images of `folder` (recursive), or the shipped sample frames; `limit` of them, spread
-    evenly over the sorted list (see data.spread)."""
-    from .data import find_images, spread
-
-    if folder is None:
-        samples = resources.files("stkcodec") / "samples"
-        paths = sorted(Path(str(p)) for p in samples.iterdir() if p.name.endswith(".png"))
-    else:
-        paths = find_images(folder)
-    return [paths[i] for i in spread(len(paths), limit)]
 
 
 def load_frames(paths: Sequence[Path], *, max_pixels: int = 64 * 2**20) -> list[Frame]:

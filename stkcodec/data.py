@@ -7,8 +7,11 @@ shard (every `world`-th item starting at its `rank`).
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import os
-import tempfile
+from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .errors import BadInputError
+from .imageio import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".avif"}
 CROP = (100, 150)  # (H, W) of a training crop: one SuperTuxKart frame
@@ -41,7 +45,19 @@ def find_images(folder: str | Path) -> list[Path]:
     return paths
 
 
-def _cache_dir() -> Path:
+def find_frames(folder: str | Path | None, limit: int | None = None) -> list[Path]:
+    """The images of `folder` (recursive), or the shipped sample frames; `limit` of them, spread
+    evenly over the sorted list (see spread)."""
+    if folder is None:
+        samples = resources.files("stkcodec") / "samples"
+        paths = sorted(Path(str(p)) for p in samples.iterdir() if p.name.endswith(".png"))
+    else:
+        paths = find_images(folder)
+    return [paths[i] for i in spread(len(paths), limit)]
+
+
+def cache_dir() -> Path:
+    """Where decoded training frames are cached: $STKC_CACHE, else $XDG_CACHE_HOME/stkc or ~/.cache/stkc."""
     base = os.environ.get("STKC_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "stkc")
     return Path(base).expanduser()
 
@@ -65,47 +81,67 @@ def _load_frame(path: Path, crop: tuple[int, int]) -> np.ndarray:
 
 
 class ImageFolder:
-    """Images of a folder, decoded once (cached on disk), served as random float crops."""
+    """Images of a folder, decoded once (cached on disk), served as random float crops.
 
-    def __init__(self, folder: str | Path, *, crop: tuple[int, int] = CROP, cache: bool = True) -> None:
+    An image that cannot be read is skipped with a message to `on_skip` (default: a logged
+    warning) and counted in `describe()`; with `strict`, it stops everything instead.
+    """
+
+    def __init__(self, folder: str | Path, *, crop: tuple[int, int] = CROP, cache: bool = True, strict: bool = False,
+                 on_skip: Callable[[str], None] | None = None) -> None:
         self.folder = str(folder)
         self.crop = crop
-        self.paths = find_images(folder)
-        self.frames = self._load(cache)
+        self.strict = strict
+        found = find_images(folder)
+        self.frames, skipped = self._load(found, cache, on_skip or logging.getLogger(__name__).warning)
+        self.skipped = [found[i] for i in skipped]
+        unreadable = set(self.skipped)
+        self.paths = [path for path in found if path not in unreadable]  # one per frame
+        if not self.paths:
+            raise BadInputError(f"{folder}: no readable images ({len(found)} found)")
 
-    def _load(self, cache: bool) -> list[np.ndarray] | np.ndarray:
+    def _load(self, paths: list[Path], cache: bool, on_skip) -> tuple[list[np.ndarray] | np.ndarray, list[int]]:
         key = hashlib.sha256(repr(self.crop).encode())
-        for path in self.paths:
+        for path in paths:
             stat = path.stat()
             key.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-        cache_file = _cache_dir() / f"frames-{key.hexdigest()[:16]}.npz"
+        cache_file = cache_dir() / f"frames-{key.hexdigest()[:16]}.npz"
         if cache and cache_file.exists():
             with np.load(cache_file) as stored:
-                return stored["frames"] if "frames" in stored else [stored[k] for k in sorted(stored, key=int)]
-        frames = [_load_frame(path, self.crop) for path in self.paths]
-        if len({frame.shape for frame in frames}) == 1:
+                skipped = stored["skipped"].tolist() if "skipped" in stored else []
+                if skipped and self.strict:
+                    raise BadInputError(f"{paths[skipped[0]]}: cannot read image (cached as unreadable)")
+                for index in skipped:
+                    on_skip(f"{paths[index]}: unreadable, skipped")
+                if "frames" in stored:
+                    return stored["frames"], skipped
+                return [stored[k] for k in sorted((k for k in stored if k.isdigit()), key=int)], skipped
+        frames, skipped = [], []
+        for index, path in enumerate(paths):
+            try:
+                frames.append(_load_frame(path, self.crop))
+            except BadInputError as error:
+                if self.strict:
+                    raise
+                on_skip(f"{error}: skipped")
+                skipped.append(index)
+        if frames and len({frame.shape for frame in frames}) == 1:
             frames = np.stack(frames)  # (N, H, W, 3): one block of memory
         if cache:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            # a temporary name of its own: DDP processes build the same cache at the same time
-            handle, partial = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.stem}.", suffix=".npz")
-            try:
-                with os.fdopen(handle, "wb") as file:
-                    if isinstance(frames, np.ndarray):
-                        np.savez(file, frames=frames)
-                    else:
-                        np.savez(file, **{str(i): f for i, f in enumerate(frames)})
-                os.replace(partial, cache_file)
-            except BaseException:
-                Path(partial).unlink(missing_ok=True)
-                raise
-        return frames
+            buffer = io.BytesIO()
+            arrays = {"frames": frames} if isinstance(frames, np.ndarray) else {str(i): f for i, f in enumerate(frames)}
+            np.savez(buffer, skipped=np.array(skipped, dtype=np.int64), **arrays)
+            # whole or absent: DDP processes build the same cache at the same time
+            atomic_write(cache_file, buffer.getvalue(), force=True)
+        return frames, skipped
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def describe(self) -> dict:
-        return {"folder": os.path.abspath(self.folder), "images": len(self)}
+        return {"folder": os.path.abspath(self.folder), "images": len(self), "skipped": len(self.skipped),
+                "strict": self.strict}
 
     def sample(self, batch_size: int, generator: torch.Generator, *, rank: int = 0, world: int = 1) -> torch.Tensor:
         """A random batch (B, 3, H, W) float in [0, 1]: random crops, random horizontal flips."""

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .metrics import psnr_db, quantize_8bit
+from .metrics import psnr_db, psnr_from_mse, quantize_8bit
 
 
 def _ramp(start: float, final: float, steps: int, step: int) -> float:
     """Linear from `start` at step 0 to `final` at `steps`, then constant."""
     done = min(1.0, step / steps) if steps else 1.0
     return start + (final - start) * done
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerLoss:
+    """The tokenizer's training recipe: the weights of its loss terms and how they move.
+
+    The defaults are the shipped models' recipe (README, models/README.md); `stkc train
+    tokenizer` shows them in -h. A checkpoint keeps these beside the model (provenance
+    "recipe"), never in the model's config: they do not change what a decoder needs.
+    """
+
+    commitment_weight: float = 0.25  # BSQ's commitment term: latent to its code
+    entropy_weight: float = 0.01  # BSQ's entropy term at step 0: keeps the codebook in use
+    entropy_weight_final: float = 0.01  # ...from entropy_decay_steps on
+    entropy_decay_steps: int = 600
+    teacher_weight: float = 1.0  # the k-means teacher's pull at step 0 (teacher.py); 0: no teacher
+    teacher_weight_final: float = 0.0  # ...from teacher_decay_steps on
+    teacher_decay_steps: int = 1500  # 0: teacher_weight throughout
 
 
 class TokenizerObjective:
@@ -30,39 +50,30 @@ class TokenizerObjective:
 
     best = ("valid_psnr_db", 1)  # the validation figure that picks best.pt, and its sign (higher is better)
 
-    def __init__(self, *, commitment_weight: float, entropy_weight: float, entropy_weight_final: float | None = None,
-                 entropy_decay_steps: int = 0, teacher_weight: float = 0.0, teacher_weight_final: float = 0.0,
-                 teacher_decay_steps: int = 0, patch_size: int = 5, bits: int = 10) -> None:
-        self.commitment_weight = commitment_weight
-        self.entropy_weights = (entropy_weight, entropy_weight if entropy_weight_final is None else entropy_weight_final)
-        self.entropy_decay_steps = entropy_decay_steps
-        self.teacher_weights = (teacher_weight, teacher_weight_final)
-        self.teacher_decay_steps = teacher_decay_steps
+    def __init__(self, config: TokenizerLoss = TokenizerLoss(), *, patch_size: int = 5, bits: int = 10) -> None:
+        self.config = config
         self.patch_size, self.bits = patch_size, bits
         self.teacher = None  # a PatchTeacher, from prepare() when a teacher weight is above zero
 
-    @classmethod
-    def from_config(cls, config) -> "TokenizerObjective":
-        return cls(commitment_weight=config.commitment_weight, entropy_weight=config.entropy_weight,
-                   entropy_weight_final=config.entropy_weight_final, entropy_decay_steps=config.entropy_decay_steps,
-                   teacher_weight=config.teacher_weight, teacher_weight_final=config.teacher_weight_final,
-                   teacher_decay_steps=config.teacher_decay_steps, patch_size=config.patch_size, bits=config.bits)
-
     def entropy_weight(self, step: int) -> float:
-        return _ramp(*self.entropy_weights, self.entropy_decay_steps, step)
+        c = self.config
+        return _ramp(c.entropy_weight, c.entropy_weight_final, c.entropy_decay_steps, step)
 
     def teacher_weight(self, step: int) -> float:
-        if not self.teacher_decay_steps:  # no ramp asked for: the starting weight throughout
-            return self.teacher_weights[0]
-        return _ramp(*self.teacher_weights, self.teacher_decay_steps, step)
+        c = self.config
+        if not c.teacher_decay_steps:  # no ramp asked for: the starting weight throughout
+            return c.teacher_weight
+        return _ramp(c.teacher_weight, c.teacher_weight_final, c.teacher_decay_steps, step)
 
-    def prepare(self, model: nn.Module, train_data, *, saved: dict | None, resumed: bool, generator: torch.Generator,
-                log=print) -> None:
+    def prepare(self, model: nn.Module, train_data, *, saved: dict | None, resumed: bool, frozen: Collection[str] = (),
+                generator: torch.Generator, log=print, track=None) -> None:
         """Fit the k-means teacher on training crops (or take the one a resumed run saved), and
-        start a new model's patch prototypes at its centroids."""
-        frozen = getattr(model, "encoder_frozen", False)  # its encoder is kept as it is: nothing to teach
-        wants_teacher = max(self.teacher_weights) > 0 and not frozen
-        fresh_prototypes = getattr(model, "prototypes", None) is not None and not resumed and not frozen
+        start a new model's patch prototypes at its centroids. A frozen encoder (its module
+        names in `frozen`) is kept as it is: nothing to teach it. `track(description, total)`
+        gives a function that advances a progress bar by one."""
+        encoder_frozen = "encoder" in frozen
+        wants_teacher = max(self.config.teacher_weight, self.config.teacher_weight_final) > 0 and not encoder_frozen
+        fresh_prototypes = model.prototypes is not None and not resumed and not encoder_frozen
         if not (wants_teacher or fresh_prototypes):
             return
         from .teacher import PatchTeacher
@@ -71,8 +82,11 @@ class TokenizerObjective:
             teacher = PatchTeacher.from_state_dict(saved)
         else:
             log(f"fitting k-means ({2 ** self.bits} centroids of {self.patch_size}x{self.patch_size} patches)")
+            iterations = 20
+            advance = track("k-means", iterations) if track is not None else None
             teacher = PatchTeacher.fit(lambda n: train_data.sample(n, generator), patch_size=self.patch_size,
-                                       bits=self.bits, generator=generator)
+                                       bits=self.bits, iterations=iterations, generator=generator,
+                                       on_iteration=advance)
         if fresh_prototypes:
             model.prototypes.initialise(teacher.centroids)
         if wants_teacher:
@@ -87,9 +101,9 @@ class TokenizerObjective:
         teacher_bits = self.teacher.bits(images) if teacher_weight > 0 else None
         reconstruction, aux = model(images, teacher_bits)
         mse = F.mse_loss(reconstruction, images)
-        weights = {"commitment": self.commitment_weight, "entropy": self.entropy_weight(step), "teacher": teacher_weight}
+        weights = {"commitment": self.config.commitment_weight, "entropy": self.entropy_weight(step), "teacher": teacher_weight}
         loss = mse + sum(weights.get(name, 0.0) * value for name, value in aux.items())
-        return loss, {"loss": loss.detach(), "psnr": -10 * torch.log10(mse.detach()),
+        return loss, {"loss": loss.detach(), "psnr": psnr_from_mse(mse.detach()),
                       **{name: value.detach() for name, value in aux.items()}}
 
     @torch.no_grad()

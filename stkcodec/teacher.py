@@ -15,21 +15,13 @@ component, gives the top split to bit 0, the next to bit 1, and so on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.nn import functional as F
 
 from .bsq import BSQ
-
-
-def patch_vectors(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> (B, h, w, 3*p*p): each patch's pixels, edges replicated as the
-    tokenizer pads them."""
-    p = patch_size
-    height, width = images.shape[-2:]
-    h, w = -(-height // p), -(-width // p)
-    padded = F.pad(images, (0, w * p - width, 0, h * p - height), mode="replicate")
-    columns = F.unfold(padded, kernel_size=p, stride=p)  # (B, 3*p*p, h*w)
-    return columns.transpose(1, 2).reshape(len(images), h, w, -1)
+from .patches import patch_vectors
 
 
 def nearest(points: torch.Tensor, centroids: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
@@ -39,8 +31,10 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor, chunk: int = 16384) -
     return torch.cat(out)
 
 
-def kmeans(points: torch.Tensor, k: int, *, iterations: int, generator: torch.Generator) -> torch.Tensor:
-    """Lloyd's algorithm from k distinct random points; an empty cell restarts at a random point."""
+def kmeans(points: torch.Tensor, k: int, *, iterations: int, generator: torch.Generator,
+           on_iteration: Callable[[], None] | None = None) -> torch.Tensor:
+    """Lloyd's algorithm from k distinct random points; an empty cell restarts at a random point.
+    `on_iteration()` is called after each of the `iterations` (progress)."""
     if len(points) < k:
         raise ValueError(f"k-means needs at least {k} points, got {len(points)}")
     centroids = points[torch.randperm(len(points), generator=generator)[:k]].clone()
@@ -50,6 +44,8 @@ def kmeans(points: torch.Tensor, k: int, *, iterations: int, generator: torch.Ge
         counts = torch.bincount(cells, minlength=k)
         restart = points[torch.randint(len(points), (k,), generator=generator)]
         centroids = torch.where((counts > 0)[:, None], sums / counts.clamp_min(1)[:, None].to(points.dtype), restart)
+        if on_iteration is not None:
+            on_iteration()
     return centroids
 
 
@@ -92,15 +88,16 @@ class PatchTeacher:
 
     @classmethod
     def fit(cls, sample_batch, *, patch_size: int, bits: int, images: int = 512, iterations: int = 20,
-            generator: torch.Generator) -> "PatchTeacher":
+            generator: torch.Generator, on_iteration: Callable[[], None] | None = None) -> "PatchTeacher":
         """k-means with 2**bits centroids on the patches of `images` training crops
-        (`sample_batch(n)` -> (n, 3, H, W))."""
+        (`sample_batch(n)` -> (n, 3, H, W)); `on_iteration()` after each k-means iteration."""
         points = torch.cat([patch_vectors(sample_batch(min(64, images - done)), patch_size).flatten(0, 2)
                             for done in range(0, images, 64)])
         cap = POINTS_PER_CENTROID * 2**bits  # k-means's cost grows with points × centroids
         if len(points) > cap:
             points = points[torch.randperm(len(points), generator=generator)[:cap]]
-        return cls(tree_order(kmeans(points, 2**bits, iterations=iterations, generator=generator)), patch_size)
+        centroids = kmeans(points, 2**bits, iterations=iterations, generator=generator, on_iteration=on_iteration)
+        return cls(tree_order(centroids), patch_size)
 
     def state_dict(self) -> dict:
         return {"centroids": self.centroids.clone(), "patch_size": self.patch_size}

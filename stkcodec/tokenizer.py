@@ -19,26 +19,22 @@ from torch import nn
 from torch.nn import functional as F
 
 from .bsq import BSQ
-from .errors import ModelMismatchError
-from .teacher import patch_vectors
+from .checkpoint import ModelFile
+from .patches import pad_to_patches, patch_vectors
 
 
 @dataclass(frozen=True, kw_only=True)
 class TokenizerConfig:
+    """The network's shape: what a decoder needs, and all a model id hashes. The defaults are
+    the shipped recipe's; how a model is trained is `objectives.TokenizerLoss`."""
+
     patch_size: int = 5
     bits: int = 10
     encoder_channels: int = 96
     encoder_blocks: int = 2
     decoder_channels: int = 160
     decoder_blocks: int = 4
-    commitment_weight: float = 0.25
-    entropy_weight: float = 0.1  # at step 0: keeps the codes from collapsing early
-    entropy_weight_final: float = 0.01  # from entropy_decay_steps on: lets reconstruction lead
-    entropy_decay_steps: int = 600
-    prototypes: bool = False  # the encoder also sees each patch's soft assignment to 2**bits prototypes
-    teacher_weight: float = 0.0  # at step 0: the pull of the encoder's bits towards k-means's (teacher.py)
-    teacher_weight_final: float = 0.0  # from teacher_decay_steps on
-    teacher_decay_steps: int = 0
+    prototypes: bool = True  # the encoder also sees each patch's soft assignment to 2**bits prototypes
 
 
 class ResBlock(nn.Module):
@@ -81,11 +77,12 @@ class PatchPrototypes(nn.Module):
         return self.project(weights.permute(0, 3, 1, 2))
 
 
-class Tokenizer(nn.Module):
+class Tokenizer(nn.Module, ModelFile):
     kind = "tokenizer"
-    # weights of the training loss, not of the model: --resume may change them
-    loss_fields = ("commitment_weight", "entropy_weight", "entropy_weight_final", "entropy_decay_steps",
-                   "teacher_weight", "teacher_weight_final", "teacher_decay_steps")
+    # The modules that turn pixels into tokens (by attribute name): keep them and their batch-norm
+    # statistics as they are, and every image keeps its tokens.
+    ENCODER_SIDE = ("patchify", "prototypes", "encoder", "to_latent", "quantizer")
+    ENCODER_FIELDS = ("patch_size", "bits", "encoder_channels", "encoder_blocks", "prototypes")
 
     def __init__(self, config: TokenizerConfig) -> None:
         super().__init__()
@@ -103,71 +100,6 @@ class Tokenizer(nn.Module):
         self.decoder = nn.Sequential(*[ResBlock(cd) for _ in range(config.decoder_blocks)])
         self.to_pixels = nn.Conv2d(cd, 3 * p * p, 3, padding=1)
         self.unpatchify = nn.PixelShuffle(p)
-        self.encoder_frozen = False  # see freeze_encoder
-        self.same_encoder_as: list[str] = []  # ids of tokenizers whose tokens this one makes
-
-    def freeze_encoder(self) -> None:
-        """Train the decoder alone: the encoder's weights and batch-norm statistics stay as they
-        are, so every image keeps its tokens and a prior trained on them stays valid."""
-        self.encoder_frozen = True
-        for module in self._encoder_side():
-            module.requires_grad_(False)
-        self.train(self.training)
-
-    def _encoder_side(self) -> list[nn.Module]:
-        return [m for m in (self.patchify, self.prototypes, self.encoder, self.to_latent, self.quantizer) if m is not None]
-
-    def train(self, mode: bool = True) -> "Tokenizer":
-        super().train(mode)
-        if self.encoder_frozen:
-            for module in self._encoder_side():
-                module.eval()
-        return self
-
-    def _require_same(self, other: "Tokenizer", fields: tuple[str, ...], what: str) -> None:
-        differ = [f for f in fields if getattr(self.config, f) != getattr(other.config, f)]
-        if differ:
-            raise ModelMismatchError(f"{what} has another {', '.join(differ)}")
-
-    def keep_encoder_of(self, other: "Tokenizer") -> None:
-        """Take `other`'s encoder (same patch, bits and encoder shape) and freeze it: this model
-        makes `other`'s tokens, whatever its decoder."""
-        self._require_same(other, ("patch_size", "bits", "encoder_channels", "encoder_blocks", "prototypes"),
-                           "the encoder to keep")
-        for mine, theirs in zip(self._encoder_side(), other._encoder_side(), strict=True):
-            mine.load_state_dict(theirs.state_dict())
-        self.same_encoder_as = [other.model_id, *getattr(other, "provenance", {}).get("same_encoder_as", [])]
-        self.freeze_encoder()
-
-    @torch.no_grad()
-    def start_decoder_from(self, other: "Tokenizer") -> None:
-        """Start this decoder from `other`'s, which has the same patch, bits and width and at most
-        as many residual blocks: its blocks come first, and each extra block starts as the
-        identity (its last convolution zero), so the grown model decodes exactly as `other`
-        until training moves it."""
-        self._require_same(other, ("patch_size", "bits", "decoder_channels"), "the decoder to start from")
-        if other.config.decoder_blocks > self.config.decoder_blocks:
-            raise ModelMismatchError(f"the decoder to start from has {other.config.decoder_blocks} blocks, "
-                                     f"more than {self.config.decoder_blocks}")
-        self.from_latent.load_state_dict(other.from_latent.state_dict())
-        self.to_pixels.load_state_dict(other.to_pixels.state_dict())
-        for index, block in enumerate(self.decoder):
-            if index < len(other.decoder):
-                block.load_state_dict(other.decoder[index].state_dict())
-            else:
-                block.conv2.weight.zero_()
-                block.conv2.bias.zero_()
-
-    def training_provenance(self, resumed: dict | None) -> dict:
-        """What a training run records about where this model's tokens come from: with a frozen
-        encoder, the ids of the tokenizers that make the same tokens (a prior trained on theirs
-        fits this one)."""
-        if not self.encoder_frozen:
-            return {}
-        ids = list(self.same_encoder_as)
-        if resumed is not None:
-            ids = [resumed["model_id"], *(resumed.get("provenance") or {}).get("same_encoder_as", []), *ids]
-        return {"same_encoder_as": list(dict.fromkeys(ids))}
 
     @property
     def codebook_size(self) -> int:
@@ -182,14 +114,6 @@ class Tokenizer(nn.Module):
         p = self.config.patch_size
         return math.ceil(height / p), math.ceil(width / p)
 
-    def _pad(self, images: torch.Tensor) -> torch.Tensor:
-        p = self.config.patch_size
-        height, width = images.shape[-2:]
-        pad_h, pad_w = -height % p, -width % p
-        if pad_h or pad_w:
-            images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
-        return images
-
     def encode(self, images: torch.Tensor, teacher_bits: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, 3, H, W) in [0, 1] -> (codes (B, bits, h, w), BSQ's auxiliary losses).
@@ -197,7 +121,7 @@ class Tokenizer(nn.Module):
         With `teacher_bits` (B, h, w, bits) of 0/1, the losses include "teacher": the binary
         cross-entropy of the latents' signs against those bits (see teacher.py).
         """
-        padded = self._pad(images)
+        padded = pad_to_patches(images, self.config.patch_size)
         x = self.patchify(padded * 2 - 1)  # (B, ce, h, w)
         if self.prototypes is not None:
             x = x + self.prototypes(padded)

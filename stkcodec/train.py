@@ -9,24 +9,32 @@ DistributedDataParallel when started by `torchrun`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import signal
+import tempfile
+import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from .checkpoint import atomic_save, model_payload, read_checkpoint
-from .errors import ModelMismatchError, StkcError
+from .checkpoint import atomic_save, model_payload, read_checkpoint, split_config
+from .errors import ModelMismatchError, OutputError, StkcError
 from .progress import make_progress
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
+    """How a run trains (not what): kept in each checkpoint's recipe, so `--resume` alone continues."""
+
     steps: int | None = None
     minutes: float | None = None
     batch_size: int = 32
@@ -39,8 +47,75 @@ class TrainConfig:
     checkpoint_dir: str = "checkpoints"
     checkpoint_minutes: float = 3.0
     valid_limit: int | None = 256
+    frozen: tuple[str, ...] = ()  # modules kept as they are (no gradient, batch-norm statistics fixed)
     resume: str | None = None
     quiet: bool = False
+
+
+# What a run's recipe does not carry over to the run that resumes it.
+NOT_RESUMED = ("resume", "quiet")
+
+
+def settle(config_class: type, saved: Mapping[str, Any] | None, given: Mapping[str, Any], *,
+           fixed: bool = False, what: str = "") -> tuple[Any, list[str]]:
+    """A config from a resumed run's saved one (None: a new run, the class's defaults) and the
+    options given on the command line, which override it. Returns (config, the fields that
+    changed). With `fixed` (a model's shape) a change is refused."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    base = {k: v for k, v in (saved or {}).items() if k in names}
+    given = {k: v for k, v in given.items() if k in names}
+    changed = sorted(k for k, v in given.items() if saved is not None and k in base and base[k] != v)
+    if fixed and changed:
+        raise ModelMismatchError(f"{what}: its model config differs from the one asked for ({', '.join(changed)})")
+    merged = {**base, **given}
+    if "frozen" in merged:
+        merged["frozen"] = tuple(merged["frozen"])
+    return config_class(**merged), changed
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What a checkpoint (or model file) to resume says: the model's shape, its loss settings,
+    the run's options and where its data came from. Given options override all but the shape."""
+
+    path: str
+    state: dict
+    architecture: dict
+    loss: dict | None
+    run: dict
+
+    @classmethod
+    def read(cls, path: str, kind: str) -> "Resumed":
+        state = read_checkpoint(path, kind=kind)
+        architecture, legacy_recipe = split_config(kind, state["config"])
+        recipe = (state.get("provenance") or {}).get("recipe") or {}
+        run = {k: v for k, v in (recipe.get("run") or {}).items() if k not in NOT_RESUMED}
+        return cls(str(path), state, architecture, recipe.get("loss") or legacy_recipe or None, run)
+
+    def data(self, split: str, key: str) -> Any:
+        """What the provenance says of a split ("train", "valid"): its folder, tokens file..."""
+        return ((self.state.get("provenance") or {}).get(split) or {}).get(key)
+
+
+def check_output(path: str | Path, *, force: bool) -> None:
+    """Refuse, before any training, an output that exists (without `force`) or cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder")
+    if path.exists() and not force:
+        raise OutputError(f"{path}: exists (use --force to replace it)")
+    check_folder(path.parent, path)
+
+
+def check_folder(folder: Path, shown: Path | None = None) -> None:
+    """Create `folder` if need be and make sure a file can be written in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise OutputError(f"cannot write {shown or folder}: {reason}") from None
 
 
 def pick_device(name: str) -> torch.device:
@@ -104,17 +179,25 @@ def learning_rate(config: TrainConfig, step: int, elapsed_s: float) -> float:
 
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
+    """metrics.jsonl in the run folder (and TensorBoard events when installed). A resumed run
+    appends to its run's file, after dropping the lines past the step it resumes from."""
+
+    def __init__(self, run_dir: Path, enabled: bool, *, resumed_step: int | None = None) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
         self.board = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        if not enabled:
+            return
+        if resumed_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resumed_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
 
-                self.board = SummaryWriter(str(run_dir))
-            except ImportError:
-                pass
+            self.board = SummaryWriter(str(run_dir))
+        except ImportError:
+            pass
 
     def write(self, step: int, split: str, metrics: dict) -> None:
         if not self.enabled:
@@ -130,10 +213,53 @@ class MetricsLog:
             self.board.close()
 
 
-def train(model: nn.Module, objective, train_data, valid_data, config: TrainConfig, *, log=print) -> dict:
+class StopRequest:
+    """SIGINT (Ctrl-C) or SIGTERM while training: the loop finishes its step, saves a checkpoint
+    and stops. A second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = number
+
+
+def clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def progress_note(step: int, elapsed_s: float, config: TrainConfig) -> str:
+    """Where a run stands: its step, and for a run by minutes, elapsed and remaining time."""
+    if not config.minutes:
+        return f"step {step}"
+    total = config.minutes * 60
+    return f"step {step}, {clock(elapsed_s)} elapsed, {clock(total - elapsed_s)} left"
+
+
+def train(model: nn.Module, objective, train_data, valid_data, config: TrainConfig, *, state: dict | None = None,
+          provenance: Mapping[str, Any] | None = None, log=print) -> dict:
     """Train `model` on `objective` until `config.steps` or `config.minutes` runs out.
 
-    Returns the final model payload (also written to `config.output` by the main process).
+    `state` is the checkpoint `config.resume` names (read here when not given); a checkpoint
+    resumes in its own run folder. `provenance` adds to what the files record. Returns the
+    final model payload (also written to `config.output` by the main process). SIGINT or SIGTERM
+    saves a checkpoint, says where, and raises KeyboardInterrupt.
     """
     if not config.steps and not config.minutes:
         raise StkcError("say how long to train: --steps N or --minutes M")
@@ -143,89 +269,122 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed * 1000 + dist.rank)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
-    step, elapsed_s, metrics = 0, 0.0, {}
-    provenance = {"train": train_data.describe(), "valid": valid_data.describe() if valid_data else None}
+    for name in config.frozen:  # kept as they are: no gradient, and eval mode below
+        model.get_submodule(name).requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay, betas=(0.9, 0.99))
+    step, elapsed_s, metrics, best_score = 0, 0.0, {}, -math.inf
+    objective_config = getattr(objective, "config", None)
+    recipe = {"run": {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_RESUMED},
+              "loss": dataclasses.asdict(objective_config) if objective_config is not None else None}
+    provenance = {"train": train_data.describe(), "valid": valid_data.describe() if valid_data else None,
+                  **(provenance or {}), "recipe": recipe}
 
-    if config.resume:
+    if config.resume and state is None:
         state = read_checkpoint(config.resume, kind=model.kind)
-        saved, asked = state["config"], model_payload(model)["config"]
-        changed = sorted(key for key in saved.keys() | asked.keys() if saved.get(key) != asked.get(key))
-        if set(changed) - set(getattr(model, "loss_fields", ())):
-            raise ModelMismatchError(f"{config.resume}: its model config differs from the one asked for "
-                                     f"({', '.join(changed)})")
-        if changed:
-            log("resuming with other loss weights: " + ", ".join(f"{k} {saved[k]} -> {asked[k]}" for k in changed))
+    resumed_checkpoint = state is not None and "optimizer" in state  # not just a model file
+    if state is not None:
+        architecture, _ = split_config(model.kind, state["config"])
+        if architecture != dataclasses.asdict(model.config):
+            raise ModelMismatchError(f"{config.resume}: its model config differs from the model's")
         model.load_state_dict(state["state_dict"])
-        if "optimizer" in state:
+        if resumed_checkpoint:
             optimizer.load_state_dict(state["optimizer"])
             rng = state["rng"]
             generator.set_state(rng[dist.rank] if dist.rank < len(rng) else rng[0])
+            best_score = float(state.get("best_score", -math.inf))
         step, elapsed_s = int(state.get("step", 0)), float(state.get("elapsed_s", 0.0))
         metrics = dict(state.get("metrics", {}))
         log(f"resuming {config.resume} at step {step}")
-    if hasattr(objective, "prepare"):
-        objective.prepare(model, train_data, saved=state.get("objective") if config.resume else None,
-                          resumed=bool(config.resume), generator=torch.Generator().manual_seed(config.seed), log=log)
-    if hasattr(model, "training_provenance"):
-        provenance.update(model.training_provenance(state if config.resume else None))
 
-    run_dir = Path(config.checkpoint_dir) / f"{datetime.now():%Y%m%d-%H%M%S}-{model.kind}"
+    if resumed_checkpoint:  # the same run goes on: its folder, its metrics.jsonl
+        run_dir = Path(config.resume).parent
+    else:
+        run_dir = Path(config.checkpoint_dir) / f"{datetime.now():%Y%m%d-%H%M%S}-{model.kind}"
     if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    metrics_log = MetricsLog(run_dir, dist.main)
+        check_folder(run_dir)
+    metrics_log = MetricsLog(run_dir, dist.main, resumed_step=step if resumed_checkpoint else None)
     net = dist.wrap(model, device)
 
     def gather_rng() -> list[torch.Tensor]:
-        state = generator.get_state()
+        mine = generator.get_state()
         if not dist.enabled:
-            return [state]
-        states = [torch.empty_like(state) for _ in range(dist.world)]
-        torch.distributed.all_gather_object(states, state)
+            return [mine]
+        states = [torch.empty_like(mine) for _ in range(dist.world)]
+        torch.distributed.all_gather_object(states, mine)
         return states
+
+    def set_mode(training: bool) -> None:
+        model.train(training)
+        for name in config.frozen:
+            model.get_submodule(name).eval()
 
     def evaluate() -> dict:
         if valid_data is None:
             return {}
-        model.eval()
+        set_mode(False)
         with torch.no_grad():
             result = objective.evaluate(model, valid_data, device=device, limit=config.valid_limit)
-        model.train()
+        set_mode(True)
         return result
 
-    best_score = -math.inf
-
-    def save(final: bool) -> None:
+    def save(final: bool) -> Path:
         nonlocal best_score
         rng = gather_rng()
+        checkpoint = run_dir / "checkpoint.pt"
         if not dist.main:
-            return
+            return checkpoint
+        record = {"step": step, "metrics": metrics, "provenance": provenance}
         name, sign = getattr(objective, "best", (None, 1))
         if name in metrics and sign * metrics[name] > best_score:  # the best validation so far, kept apart
             best_score = sign * metrics[name]
-            atomic_save(model_payload(model, half=True, step=step, metrics=metrics, provenance=provenance),
-                        run_dir / "best.pt")
-        payload = model_payload(model, step=step, metrics=metrics, provenance=provenance)
+            atomic_save(model_payload(model, half=True, **record), run_dir / "best.pt")
         objective_state = objective.state_dict() if hasattr(objective, "state_dict") else None
-        atomic_save({**payload, "optimizer": optimizer.state_dict(), "rng": rng, "elapsed_s": elapsed_s,
-                     **({"objective": objective_state} if objective_state is not None else {})},
-                    run_dir / "checkpoint.pt")
+        atomic_save({**model_payload(model, **record), "optimizer": optimizer.state_dict(), "rng": rng,
+                     "elapsed_s": elapsed_s, "best_score": best_score,
+                     **({"objective": objective_state} if objective_state is not None else {})}, checkpoint)
         if final:  # the model file: float16 weights, no training state
-            atomic_save(model_payload(model, half=True, step=step, metrics=metrics, provenance=provenance),
-                        config.output)
+            atomic_save(model_payload(model, half=True, **record), config.output)
+        return checkpoint
 
-    model.train()
-    start = time.monotonic() - elapsed_s
-    last_save = time.monotonic()
-    images_seen, window_start = 0, time.monotonic()
+    def stop_requested() -> bool:
+        asked = stop.received is not None
+        if not dist.enabled:
+            return asked
+        flag = torch.tensor([float(asked)], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
     progress = make_progress(disable=config.quiet or not dist.main)
-    total = config.steps or None
-    with progress:
-        task = progress.add_task(f"train {model.kind}", total=total, completed=step, info="")
+    with StopRequest() as stop, progress:
+        def track(description: str, total: int):
+            task = progress.add_task(description, total=total, info="")
+            return lambda: progress.advance(task)
+
+        if hasattr(objective, "prepare"):
+            objective.prepare(model, train_data, saved=state.get("objective") if resumed_checkpoint else None,
+                              resumed=state is not None, frozen=config.frozen,
+                              generator=torch.Generator().manual_seed(config.seed), log=log, track=track)
+        set_mode(True)
+        start = time.monotonic() - elapsed_s
+        last_save = last_shown = time.monotonic()
+        images_seen, window_start, shown = 0, time.monotonic(), {}
+        by_time = not config.steps  # a run by minutes alone: the bar counts seconds
+        task = progress.add_task(f"train {model.kind}" + (" (seconds)" if by_time else ""),
+                                 total=config.minutes * 60 if by_time else config.steps,
+                                 completed=elapsed_s if by_time else step, info="")
         while True:
             elapsed_s = time.monotonic() - start
             if (config.steps and step >= config.steps) or (config.minutes and elapsed_s >= config.minutes * 60):
                 break
+            if stop_requested():
+                metrics_log.write(step, "interrupted", {"elapsed_s": round(elapsed_s, 1)})
+                checkpoint = save(final=False)
+                metrics_log.close()
+                if dist.main:
+                    log(f"interrupted at step {step}: checkpoint {checkpoint} "
+                        f"(`stkc train {model.kind} --resume {checkpoint}` continues)")
+                raise KeyboardInterrupt
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step, elapsed_s)
             batch = train_data.sample(config.batch_size, generator, rank=dist.rank, world=dist.world).to(device)
@@ -241,8 +400,12 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
                 images_seen, window_start = 0, time.monotonic()
                 shown = {k: round(float(v), 4) for k, v in batch_metrics.items()}
                 metrics_log.write(step, "train", {**shown, "images_per_s": round(rate, 2), "lr": optimizer.param_groups[0]["lr"]})
-                info = " ".join(f"{k} {v:.3f}" for k, v in shown.items())
-                progress.update(task, completed=step, info=f"{info} {rate:.1f} img/s")
+                shown["img/s"] = round(rate, 1)
+            if step % 10 == 0 or time.monotonic() - last_shown >= 1.0:
+                last_shown = time.monotonic()
+                elapsed_s = last_shown - start
+                info = ", ".join([progress_note(step, elapsed_s, config), *(f"{k} {v:.3f}" for k, v in shown.items())])
+                progress.update(task, completed=min(elapsed_s, config.minutes * 60) if by_time else step, info=info)
             if time.monotonic() - last_save >= config.checkpoint_minutes * 60:
                 metrics = {**metrics, **evaluate()}
                 metrics_log.write(step, "valid", metrics)

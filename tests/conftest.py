@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from stkcodec.checkpoint import model_payload, save_model
+from stkcodec.checkpoint import ModelFile, model_classes, model_payload, save_model
 from stkcodec.prior import Prior, PriorConfig
 from stkcodec.tokenizer import Tokenizer, TokenizerConfig
 from stkcodec.zoo import CodecModel
 
-TINY_TOKENIZER = TokenizerConfig(patch_size=5, encoder_channels=8, encoder_blocks=1, decoder_channels=8, decoder_blocks=1, bits=6)
+TINY_TOKENIZER = TokenizerConfig(patch_size=5, encoder_channels=8, encoder_blocks=1, decoder_channels=8, decoder_blocks=1, bits=6,
+                                 prototypes=False)
 TINY_PRIOR = PriorConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2)
 
 
 def tiny_models(seed: int = 0) -> tuple[Tokenizer, Prior]:
+    """A random tokenizer and prior, each as a model file would load it (model_id set)."""
     torch.manual_seed(seed)
-    tokenizer = Tokenizer(TINY_TOKENIZER).eval()
-    prior = Prior(TINY_PRIOR).eval()
+    tokenizer = Tokenizer(TINY_TOKENIZER)
+    build_prior, _ = model_classes("prior")
+    prior = build_prior(TINY_PRIOR)
     with torch.no_grad():  # a random prior far from uniform, so coding is not trivially flat
         prior.head.weight.mul_(50)
-    for model in (tokenizer, prior):
-        model.model_id = model_payload(model)["model_id"]
-        model.provenance = {}
-    return tokenizer, prior
+    return ModelFile.from_checkpoint(model_payload(tokenizer)), ModelFile.from_checkpoint(model_payload(prior))
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +43,18 @@ def tiny_model_dir(tmp_path_factory) -> str:
     save_model(tokenizer, folder / "tokenizer.pt")
     save_model(prior, folder / "prior.pt", provenance={"train": {"tokenizer_id": tokenizer.model_id}})
     return str(folder)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_in_a_temporary_folder(tmp_path_factory):
+    """Decoded training frames are cached under $STKC_CACHE: never in the user's ~/.cache."""
+    previous = os.environ.get("STKC_CACHE")
+    os.environ["STKC_CACHE"] = str(tmp_path_factory.mktemp("stkc-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("STKC_CACHE", None)
+    else:
+        os.environ["STKC_CACHE"] = previous
 
 
 def make_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from stkcodec.bench import find_frames
-from stkcodec.data import ImageFolder, TokenGrids, spread
+from stkcodec.data import ImageFolder, TokenGrids, find_frames, spread
 
 
 @pytest.mark.parametrize("count, limit, expected", [

@@ -4,8 +4,9 @@ from click.testing import CliRunner
 
 from stkcodec.checkpoint import read_checkpoint
 from stkcodec.cli import main
-from stkcodec.objectives import TokenizerObjective
-from stkcodec.teacher import PatchTeacher, kmeans, patch_vectors, tree_order
+from stkcodec.objectives import TokenizerLoss, TokenizerObjective
+from stkcodec.patches import patch_vectors
+from stkcodec.teacher import PatchTeacher, kmeans, tree_order
 from stkcodec.tokenizer import Tokenizer, TokenizerConfig
 
 from .conftest import TINY_TOKENIZER
@@ -59,7 +60,7 @@ def test_teacher_loss_pulls_the_encoder_bits_to_the_teacher(frames_dir):
 
     torch.manual_seed(0)
     model = Tokenizer(TINY_TOKENIZER)
-    objective = TokenizerObjective(commitment_weight=0.25, entropy_weight=0.0, teacher_weight=1.0,
+    objective = TokenizerObjective(TokenizerLoss(entropy_weight=0.0, teacher_weight=1.0, teacher_decay_steps=0),
                                    patch_size=5, bits=TINY_TOKENIZER.bits)
     data = ImageFolder(frames_dir, cache=False)
     generator = torch.Generator().manual_seed(0)
@@ -88,10 +89,9 @@ def test_teacher_loss_pulls_the_encoder_bits_to_the_teacher(frames_dir):
 
 
 def test_teacher_weight_falls_linearly_and_off_means_no_teacher(frames_dir):
-    objective = TokenizerObjective(commitment_weight=0.25, entropy_weight=0.0, teacher_weight=1.0,
-                                   teacher_weight_final=0.0, teacher_decay_steps=10)
+    objective = TokenizerObjective(TokenizerLoss(teacher_weight=1.0, teacher_weight_final=0.0, teacher_decay_steps=10))
     assert [objective.teacher_weight(s) for s in (0, 5, 10, 20)] == [1.0, 0.5, 0.0, 0.0]
-    plain = TokenizerObjective(commitment_weight=0.25, entropy_weight=0.0)
+    plain = TokenizerObjective(TokenizerLoss(teacher_weight=0.0))
     plain.prepare(Tokenizer(TINY_TOKENIZER), None, saved=None, resumed=False, generator=torch.Generator(), log=lambda message: None)
     assert plain.teacher is None and plain.state_dict() is None
 
@@ -106,10 +106,13 @@ def test_cli_trains_with_a_teacher_and_resume_keeps_it(tmp_path, frames_dir):
     centroids = state["objective"]["centroids"]
     assert centroids.shape == (64, 75)
     assert "objective" not in read_checkpoint(tmp_path / "a.pt")  # model files carry no training state
-    assert TokenizerConfig(**state["config"]).teacher_weight == 1.0
+    assert "teacher_weight" not in state["config"]  # the recipe is not the model's shape...
+    loss = TokenizerLoss(**state["provenance"]["recipe"]["loss"])  # ...it is kept beside it
+    assert loss.teacher_weight == 1.0 and loss.teacher_decay_steps == 6
 
-    objective = TokenizerObjective.from_config(TokenizerConfig(**state["config"]))
-    objective.prepare(Tokenizer(TokenizerConfig(**state["config"])), None, saved=state["objective"], resumed=True, generator=torch.Generator(), log=lambda message: None)
+    objective = TokenizerObjective(loss, bits=6)
+    objective.prepare(Tokenizer(TokenizerConfig(**state["config"])), None, saved=state["objective"], resumed=True,
+                      generator=torch.Generator(), log=lambda message: None)
     assert torch.equal(objective.teacher.centroids, centroids)  # resumed, not refitted
     result = run([*common, "--steps", "5", "--resume", str(checkpoint), "-o", str(tmp_path / "b.pt"),
                   "--checkpoint-dir", str(tmp_path / "b")])
@@ -126,7 +129,7 @@ def test_prototypes_start_at_kmeans_on_a_fresh_model_only(frames_dir):
     config = dataclasses.replace(TINY_TOKENIZER, prototypes=True)
     torch.manual_seed(0)
     model = Tokenizer(config)
-    objective = TokenizerObjective.from_config(config)  # no teacher weight: k-means only for the prototypes
+    objective = TokenizerObjective(TokenizerLoss(teacher_weight=0.0), bits=6)  # k-means only for the prototypes
     data = ImageFolder(frames_dir, cache=False)
     objective.prepare(model, data, saved=None, resumed=False, generator=torch.Generator().manual_seed(0),
                       log=lambda message: None)

@@ -5,7 +5,8 @@ import torch
 
 from stkcodec.bsq import BSQ
 from stkcodec.checkpoint import load_model, save_model
-from stkcodec.objectives import TokenizerObjective
+from stkcodec.finetune import keep_encoder_of, start_decoder_from
+from stkcodec.objectives import TokenizerLoss, TokenizerObjective
 from stkcodec.tokenizer import Tokenizer, TokenizerConfig
 
 from .conftest import TINY_TOKENIZER, tiny_models
@@ -45,7 +46,7 @@ def test_odd_sizes_give_right_shapes(height, width):
 def test_tiny_model_loss_falls():
     torch.manual_seed(0)
     tokenizer = Tokenizer(TINY_TOKENIZER)
-    objective = TokenizerObjective(commitment_weight=0.25, entropy_weight=0.02)
+    objective = TokenizerObjective(TokenizerLoss(entropy_weight=0.02, teacher_weight=0.0))
     optimizer = torch.optim.Adam(tokenizer.parameters(), lr=3e-3)
     images = torch.rand(8, 3, 20, 30) * 0.3 + torch.linspace(0, 0.6, 30)
     losses = []
@@ -78,9 +79,42 @@ def test_config_is_frozen_and_keyword_only():
         config.bits = 3  # type: ignore[misc]
 
 
+def test_the_config_is_the_shape_alone_and_its_defaults_the_shipped_recipe():
+    from stkcodec.zoo import CodecModel
+
+    shipped = CodecModel.load("default").tokenizer.config
+    assert dataclasses.replace(shipped, decoder_blocks=TokenizerConfig().decoder_blocks) == TokenizerConfig()
+    assert not {"commitment_weight", "entropy_weight", "teacher_weight"} & {f.name for f in dataclasses.fields(TokenizerConfig)}
+    assert TokenizerLoss() == TokenizerLoss(commitment_weight=0.25, entropy_weight=0.01, entropy_weight_final=0.01,
+                                            entropy_decay_steps=600, teacher_weight=1.0, teacher_weight_final=0.0,
+                                            teacher_decay_steps=1500)  # the README's recipe
+
+
+def test_shipped_files_of_the_old_layout_load_and_keep_their_ids():
+    from stkcodec.checkpoint import ModelFile, compute_model_id, read_checkpoint, split_config
+    from stkcodec.zoo import models_dir
+
+    for name, had_prototypes in [("p5-10bit", False), ("p5-10bit-deep", True)]:
+        payload = read_checkpoint(models_dir() / name / "tokenizer.pt")
+        assert "entropy_weight" in payload["config"]  # written before the recipe left the config
+        model = ModelFile.from_checkpoint(payload)
+        assert model.model_id == payload["model_id"] == compute_model_id(payload["config"], payload["state_dict"])
+        assert model.config.prototypes is had_prototypes and model.provenance == payload["provenance"]
+        _, recipe = split_config("tokenizer", payload["config"])
+        assert recipe["entropy_weight_final"] == 0.01  # what a resumed run takes as its loss settings
+
+
+def test_a_model_file_names_its_own_kind():
+    from stkcodec.checkpoint import model_payload
+    from stkcodec.errors import ModelMismatchError
+
+    _, prior = tiny_models()
+    with pytest.raises(ModelMismatchError, match="expected a 'tokenizer'"):
+        Tokenizer.from_checkpoint(model_payload(prior))
+
+
 def test_entropy_weight_falls_linearly_then_stays():
-    objective = TokenizerObjective(commitment_weight=0.25, entropy_weight=0.1, entropy_weight_final=0.01,
-                                   entropy_decay_steps=100)
+    objective = TokenizerObjective(TokenizerLoss(entropy_weight=0.1, entropy_weight_final=0.01, entropy_decay_steps=100))
     assert objective.entropy_weight(0) == pytest.approx(0.1)
     assert objective.entropy_weight(50) == pytest.approx(0.055)
     assert objective.entropy_weight(100) == objective.entropy_weight(10_000) == pytest.approx(0.01)
@@ -89,8 +123,8 @@ def test_entropy_weight_falls_linearly_then_stays():
 def test_a_grown_decoder_starts_as_the_one_it_grew_from():
     small, _ = tiny_models()
     grown = Tokenizer(dataclasses.replace(TINY_TOKENIZER, decoder_blocks=3)).eval()
-    grown.keep_encoder_of(small)
-    grown.start_decoder_from(small)
+    assert keep_encoder_of(grown, small) == [small.model_id]
+    start_decoder_from(grown, small)
     images = torch.rand(2, 3, 20, 35)
     tokens = small.encode_index(images)
     assert torch.equal(grown.encode_index(images), tokens)
@@ -109,4 +143,4 @@ def test_a_decoder_cannot_grow_from_another_shape(change):
     small, _ = tiny_models()
     other = Tokenizer(dataclasses.replace(TINY_TOKENIZER, **change))
     with pytest.raises(ModelMismatchError):
-        other.start_decoder_from(small)
+        start_decoder_from(other, small)

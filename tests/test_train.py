@@ -1,9 +1,11 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from stkcodec.checkpoint import load_model, read_checkpoint
@@ -44,20 +46,38 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, frames_dir):
     run([*common, "--steps", "4", "-o", str(tmp_path / "half.pt"), "--checkpoint-dir", str(tmp_path / "b")])
     checkpoint, = (tmp_path / "b").glob("*/checkpoint.pt")
     assert read_checkpoint(checkpoint)["step"] == 4
-    result = run([*common, "--steps", "8", "--resume", str(checkpoint), "-o", str(tmp_path / "resumed.pt"),
-                  "--checkpoint-dir", str(tmp_path / "c")])
+    result = run([*common, "--steps", "8", "--resume", str(checkpoint), "-o", str(tmp_path / "resumed.pt")])
     assert result.exit_code == 0
     resumed, straight = read_checkpoint(tmp_path / "resumed.pt"), read_checkpoint(tmp_path / "straight.pt")
     assert resumed["step"] == 8
     assert resumed["model_id"] == straight["model_id"]
 
 
+def test_resume_alone_takes_data_duration_and_options_from_the_checkpoint(tmp_path, frames_dir):
+    run(["--quiet", "train", "tokenizer", "--data", frames_dir, "--valid", frames_dir, "--batch-size", "3", *TINY,
+         "--steps", "4", "--seed", "5", "-o", str(tmp_path / "a.pt"), "--checkpoint-dir", str(tmp_path / "ck")])
+    checkpoint, = (tmp_path / "ck").glob("*/checkpoint.pt")
+    (tmp_path / "a.pt").unlink()
+    result = run(["--quiet", "train", "tokenizer", "--resume", str(checkpoint)])  # nothing else
+    assert result.exit_code == 0, result.output
+    payload = read_checkpoint(tmp_path / "a.pt")  # the first run's output, its 4 steps: nothing left to do
+    assert payload["step"] == 4 and payload["provenance"]["recipe"]["run"]["batch_size"] == 3
+    result = run(["--quiet", "train", "tokenizer", "--resume", str(checkpoint), "--steps", "6", "--force"])
+    assert result.exit_code == 0, result.output
+    payload = read_checkpoint(tmp_path / "a.pt")
+    assert payload["step"] == 6 and payload["provenance"]["train"]["folder"] == os.path.abspath(frames_dir)
+    assert "valid_psnr_db" in payload["metrics"] and payload["provenance"]["recipe"]["run"]["seed"] == 5
+    assert list((tmp_path / "ck").iterdir()) == [checkpoint.parent]  # the same run folder...
+    steps = [json.loads(line)["step"] for line in (checkpoint.parent / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 6  # ...and the same metrics.jsonl, in order
+
+
 def test_resume_with_another_config_is_refused(tmp_path, frames_dir):
-    common = ["train", "tokenizer", "--data", frames_dir, "--batch-size", "2", "--steps", "2"]
-    run(["--quiet", *common, *TINY, "-o", str(tmp_path / "a.pt"), "--checkpoint-dir", str(tmp_path / "a")])
-    result = CliRunner().invoke(main, [*common, "--resume", str(tmp_path / "a.pt"), "-o", str(tmp_path / "b.pt"),
-                                       "--checkpoint-dir", str(tmp_path / "b")])
-    assert result.exit_code == 3 and "config differs" in result.output
+    common = ["train", "tokenizer", "--data", frames_dir, "--batch-size", "2", "--steps", "2", *TINY]
+    run(["--quiet", *common, "-o", str(tmp_path / "a.pt"), "--checkpoint-dir", str(tmp_path / "a")])
+    result = CliRunner().invoke(main, [*common, "--bits", "7", "--resume", str(tmp_path / "a.pt"),
+                                       "-o", str(tmp_path / "b.pt"), "--checkpoint-dir", str(tmp_path / "b")])
+    assert result.exit_code == 3 and "config differs" in result.output and "(bits)" in result.output
 
 
 def test_bad_data_folder_is_a_clean_error(tmp_path):
@@ -65,6 +85,7 @@ def test_bad_data_folder_is_a_clean_error(tmp_path):
     assert result.exit_code == 2 and "not a folder of images" in result.output
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path, frames_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "STKC_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
@@ -85,14 +106,17 @@ def test_resume_may_change_loss_weights_only(tmp_path, frames_dir):
                                        "--checkpoint-dir", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     assert "entropy_weight 0.01 -> 0.05" in result.output
-    assert read_checkpoint(tmp_path / "b.pt")["config"]["entropy_weight"] == 0.05
+    payload = read_checkpoint(tmp_path / "b.pt")
+    assert payload["provenance"]["recipe"]["loss"]["entropy_weight"] == 0.05
+    assert payload["config"] == read_checkpoint(tmp_path / "a.pt")["config"]  # the id hashes the shape alone
 
 
 def test_decoder_only_keeps_tokens_and_the_prior_trained_on_them(tmp_path, frames_dir):
     import torch
 
+    from stkcodec.checkpoint import ModelFile, model_classes, model_payload
     from stkcodec.data import ImageFolder
-    from stkcodec.prior import Prior, PriorConfig
+    from stkcodec.prior import PriorConfig
     from stkcodec.zoo import CodecModel
 
     common = ["train", "tokenizer", "--data", frames_dir, "--batch-size", "2", *TINY]
@@ -106,8 +130,8 @@ def test_decoder_only_keeps_tokens_and_the_prior_trained_on_them(tmp_path, frame
     images = next(iter(ImageFolder(frames_dir).batches(9)))
     assert torch.equal(before.encode_index(images), after.encode_index(images))
     assert after.provenance["same_encoder_as"] == [before.model_id]
-    prior = Prior(PriorConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2)).eval()
-    prior.model_id, prior.provenance = "p" * 64, {"train": {"tokenizer_id": before.model_id}}
+    prior = model_classes("prior")[0](PriorConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2))
+    prior = ModelFile.from_checkpoint(model_payload(prior, provenance={"train": {"tokenizer_id": before.model_id}}))
     CodecModel(after, prior)  # accepted: the prior learned the tokens this decoder reads
 
 
