@@ -26,6 +26,15 @@ IMAGES_PER_BATCH = 32
 MAX_SIDE = 65535  # the header stores width and height as uint16
 
 
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+def colour_mode(image: Image.Image) -> int:
+    """What a decoder should hand back: gray for a gray image (coded as RGB, decoded to L, so
+    the tokenizer's faint tints never reach the user), RGB for everything else."""
+    return bitstream.GRAY if image.mode in GRAY_MODES else bitstream.RGB
+
+
 def _windows(rows: int, cols: int) -> list[tuple[int, int, int, int]]:
     return [(r, min(r + WINDOW, rows), c, min(c + WINDOW, cols))
             for r in range(0, rows, WINDOW) for c in range(0, cols, WINDOW)]
@@ -87,10 +96,13 @@ class Codec:
         """The codec that decodes files of `model_id`: this one, or (default only) another shipped model."""
         if model_id == self.model.model_id:
             return self
-        shipped = zoo.shipped_name(model_id) if self.follows_headers else None
+        shipped = zoo.shipped_name(model_id)
         if shipped is None:
-            raise ModelMismatchError(f"{name}: made by model {model_id.hex()}, "
-                                     f"this one is {self.model.model_id.hex()} (pass the right --model)")
+            raise ModelMismatchError(f"{name}: unknown model {model_id.hex()} (file damaged, or made by a model "
+                                     f"that is not installed; this codec's is {self.model.model_id.hex()})")
+        if not self.follows_headers:
+            raise ModelMismatchError(f"{name}: made by shipped model {shipped} ({model_id.hex()}), "
+                                     f"this one is {self.model.model_id.hex()} (pass --model {shipped})")
         if model_id not in self._others:
             self._others[model_id] = Codec(shipped, max_pixels=self.max_pixels)
         return self._others[model_id]
@@ -103,7 +115,8 @@ class Codec:
         return [(self.for_model(model_id, names[members[0]]), members) for model_id, members in groups.items()]
 
     def compress_many(self, images: Sequence[Image.Image]) -> list[bytes]:
-        """RGB (or any mode, converted) PIL images -> `.stkc` bytes each."""
+        """PIL images of any mode -> `.stkc` bytes each. Gray images decode to gray (mode L),
+        everything else to RGB; alpha is not kept."""
         model = self.model
         results: list[bytes | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}
@@ -120,8 +133,8 @@ class Codec:
                 for index, grid, payload in zip(members, grids, payloads):
                     payload = payload.ljust(bitstream.min_payload_bytes(*grid.shape), b"\0")
                     header = Header(model.model_id, size[0], size[1], model.tokenizer.config.patch_size,
-                                    model.tile[0], model.tile[1], len(payload), bitstream.token_checksum(grid.numpy()))
-                    results[index] = header.pack() + payload
+                                    model.tile[0], model.tile[1], len(payload), 0, colour=colour_mode(images[index]))
+                    results[index] = header.sealed(grid.numpy()).pack() + payload
         return results
 
     def compress(self, image: Image.Image) -> bytes:
@@ -157,9 +170,10 @@ class Codec:
                 decoded = decode_grids(self.model.exact_prior, [parsed[i][1] for i in members], [grid] * len(members),
                                        (tile_rows, tile_cols), names=[names[i] for i in members])
                 for index, tokens in zip(members, decoded):
-                    if bitstream.token_checksum(tokens.numpy()) != parsed[index][0].token_crc32:
-                        raise BadInputError(f"{names[index]}: decoded tokens fail the checksum (corrupt file, or "
-                                            "this machine computes different probabilities than the encoder's)")
+                    header = parsed[index][0]
+                    if header.checksum(tokens.numpy()) != header.token_crc32:
+                        raise BadInputError(f"{names[index]}: fails its checksum (damaged file, or this machine "
+                                            "computes different probabilities than the encoder's)")
                     grids[index] = tokens
         return [(header, grid) for (header, _), grid in zip(parsed, grids)]
 
@@ -172,7 +186,8 @@ class Codec:
         with torch.inference_mode():
             for size, members in groups.items():
                 for index, image in zip(members, token_images(self.model.tokenizer, [decoded[i][1] for i in members], size)):
-                    images[index] = image
+                    mode = decoded[index][0].mode
+                    images[index] = image if image.mode == mode else image.convert(mode)
         return images
 
     def decompress(self, data: bytes, name: str = "input") -> Image.Image:
@@ -199,5 +214,6 @@ def compress(image: Image.Image) -> bytes:
 
 
 def decompress(data: bytes) -> Image.Image:
-    """`.stkc` bytes -> an RGB PIL image of the original size, with the shipped default model."""
+    """`.stkc` bytes -> a PIL image (RGB, or L for a gray original) of the original size,
+    decoded by the shipped model that wrote it."""
     return default_codec().decompress(data)

@@ -124,7 +124,7 @@ def test_wrong_model_is_exit_code_3(runner, workdir, tiny_model_dir, tmp_path):
     save_model(tokenizer, other / "tokenizer.pt")
     save_model(prior, other / "prior.pt")
     result = invoke(runner, ["decompress", "kart.stkc", "-o", "k2.png", "--model", other])
-    assert result.exit_code == 3 and "made by model" in result.output
+    assert result.exit_code == 3 and "unknown model" in result.output
     assert invoke(runner, ["compress", "kart.png", "--model", tmp_path / "nowhere"]).exit_code == 2
 
 

@@ -1,5 +1,7 @@
+import dataclasses
 import io
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -161,9 +163,45 @@ def test_pillow_opens_stkc_files(tmp_path, codec, monkeypatch):
 def test_trailing_zero_words_are_never_read(codec):
     data = codec.compress(make_image(30, 20))
     header, payload = bitstream.parse(data)
-    padded = bitstream.Header(header.model_id, header.width, header.height, header.patch_size, header.tile_rows,
-                              header.tile_cols, header.payload_bytes + 8, header.token_crc32)
+    [(_, tokens)] = codec.tokens_many([data])
+    padded = dataclasses.replace(header, payload_bytes=header.payload_bytes + 8).sealed(tokens.numpy())
     assert codec.decompress(padded.pack() + payload + bytes(8)).tobytes() == codec.decompress(data).tobytes()
+
+
+def test_every_header_field_is_covered_by_the_checksum(codec):
+    """A damaged width, height, tile, colour or level never decodes quietly to another image."""
+    data = codec.compress(make_image(30, 20))
+    header, payload = bitstream.parse(data)
+    for changes in ({"width": 29}, {"height": 19}, {"tile_rows": 3}, {"tile_cols": 5},
+                    {"colour": bitstream.GRAY}, {"level": 1}):
+        damaged = dataclasses.replace(header, **changes).pack() + payload
+        with pytest.raises(BadInputError, match="checksum|corrupt"):
+            codec.decompress(damaged)
+
+
+def test_a_flipped_model_id_names_no_installed_model(codec):
+    data = bytearray(codec.compress(make_image(30, 20)))
+    data[5] ^= 0x10
+    with pytest.raises(ModelMismatchError, match="unknown model .*file damaged, or made by a model that is not installed"):
+        codec.decompress(bytes(data))
+
+
+def test_gray_images_come_back_gray(codec):
+    gray = make_image(30, 20).convert("L")
+    data = codec.compress(gray)
+    assert bitstream.parse(data)[0].mode == "L"
+    decoded = codec.decompress(data)
+    assert decoded.mode == "L" and decoded.size == gray.size
+    assert decoded.tobytes() == codec.decompress(codec.compress(gray.convert("RGB"))).convert("L").tobytes()
+    assert codec.decompress(codec.compress(make_image(30, 20))).mode == "RGB"
+
+
+def test_version_1_files_still_parse():
+    header = bitstream.Header(b"\x01\x02\x03\x04", 30, 20, 5, 4, 6, 4, 0, version=1)
+    parsed, payload = bitstream.parse(header.pack() + bytes(4))
+    assert parsed == header and payload == bytes(4) and parsed.mode == "RGB" and header.size == 23
+    tokens = np.arange(24).reshape(4, 6)
+    assert header.checksum(tokens) == zlib.crc32(tokens.astype("<u2").tobytes())  # version 1: the tokens alone
 
 
 def test_payload_too_short_for_the_claimed_size_is_refused_before_decoding(codec):
