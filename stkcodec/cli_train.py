@@ -7,6 +7,7 @@ an option left out takes the checkpoint's value, and one given overrides it.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import click
 from click.core import ParameterSource
@@ -14,16 +15,32 @@ from click.core import ParameterSource
 from .cli_common import CONTEXT, MODEL_HELP, Group, say
 
 
-def default(config_class: type, name: str):
-    """A config field's default: what -h shows and a new run gets."""
-    return {f.name: f.default for f in dataclasses.fields(config_class)}[name]
+class ConfigOption(click.Option):
+    """An option whose default is a config field's, looked up when first needed: the configs'
+    modules import torch, which commands that never train should not pay for."""
+
+    def get_default(self, ctx: click.Context, call: bool = True):
+        return super().get_default(ctx, call=True)  # -h shows the value, not "(dynamic)"
+
+
+def config_option(*names: str, **options):
+    """click.option with a ConfigOption: its default is `default(...)`'s."""
+    return click.option(*names, cls=ConfigOption, **options)
+
+
+def default(module: str, config: str, name: str):
+    """The default of field `name` of stkcodec.<module>.<config>, as a lazy click default."""
+
+    def lookup():
+        config_class = getattr(importlib.import_module(f"stkcodec.{module}"), config)
+        return {f.name: f.default for f in dataclasses.fields(config_class)}[name]
+
+    return lookup
 
 
 def training_options(default_output: str):
-    from .train import TrainConfig
-
     def run_default(name: str):
-        return default(TrainConfig, name)
+        return default("train", "TrainConfig", name)
 
     options = [
         click.option("-o", "--output", default=default_output, show_default=True, type=click.Path(),
@@ -31,22 +48,22 @@ def training_options(default_output: str):
         click.option("--force", is_flag=True, help="Replace an existing output."),
         click.option("--steps", type=click.IntRange(1), help="Train for this many steps."),
         click.option("--minutes", type=click.FloatRange(0, min_open=True), help="Train for this many minutes."),
-        click.option("--batch-size", type=click.IntRange(1), default=run_default("batch_size"), show_default=True,
+        config_option("--batch-size", type=click.IntRange(1), default=run_default("batch_size"), show_default=True,
                      help="Crops per step (per process under torchrun)."),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=run_default("lr"), show_default=True,
+        config_option("--lr", type=click.FloatRange(0, min_open=True), default=run_default("lr"), show_default=True,
                      help="Peak learning rate (warm-up, then cosine decay to 10%)."),
         click.option("--resume", type=click.Path(),
                      help="Continue from a checkpoint (or a model file): its data, duration and options unless given."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=run_default("device"),
+        config_option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=run_default("device"),
                      show_default=True, help="Where to train."),
-        click.option("--seed", type=int, default=run_default("seed"), show_default=True,
+        config_option("--seed", type=int, default=run_default("seed"), show_default=True,
                      help="Seeds the model's start and the batches."),
-        click.option("--checkpoint-dir", default=run_default("checkpoint_dir"), show_default=True,
+        config_option("--checkpoint-dir", default=run_default("checkpoint_dir"), show_default=True,
                      help="Folder for each run's folder (checkpoint.pt, best.pt, metrics.jsonl)."),
-        click.option("--checkpoint-minutes", type=click.FloatRange(0, min_open=True),
+        config_option("--checkpoint-minutes", type=click.FloatRange(0, min_open=True),
                      default=run_default("checkpoint_minutes"), show_default=True,
                      help="Validate and save a checkpoint this often."),
-        click.option("--valid-limit", type=click.IntRange(1), default=run_default("valid_limit"), show_default=True,
+        config_option("--valid-limit", type=click.IntRange(1), default=run_default("valid_limit"), show_default=True,
                      help="Validate on at most this many items at each checkpoint."),
     ]
 
@@ -94,49 +111,46 @@ def train() -> None:
 
 
 def _tokenizer_options(function):
-    from .objectives import TokenizerLoss
-    from .tokenizer import TokenizerConfig
-
     def shape(name: str):
-        return default(TokenizerConfig, name)
+        return default("tokenizer", "TokenizerConfig", name)
 
     def loss(name: str):
-        return default(TokenizerLoss, name)
+        return default("objectives", "TokenizerLoss", name)
 
     options = [
         click.option("--data", type=click.Path(), help="Folder of training images (recursive)."),
         click.option("--valid", type=click.Path(), help="Folder of validation images (picks best.pt)."),
         click.option("--strict-data", is_flag=True,
                      help="Stop at an unreadable training image instead of skipping it with a warning."),
-        click.option("--patch-size", type=click.IntRange(1, 32), default=shape("patch_size"), show_default=True,
+        config_option("--patch-size", type=click.IntRange(1, 32), default=shape("patch_size"), show_default=True,
                      help="Pixels per side of the patch each token codes."),
-        click.option("--bits", type=click.IntRange(1, 20), default=shape("bits"), show_default=True,
+        config_option("--bits", type=click.IntRange(1, 20), default=shape("bits"), show_default=True,
                      help="Bits per token (2**bits codes)."),
-        click.option("--encoder-channels", type=click.IntRange(1), default=shape("encoder_channels"),
+        config_option("--encoder-channels", type=click.IntRange(1), default=shape("encoder_channels"),
                      show_default=True, help="Width of the encoder."),
-        click.option("--encoder-blocks", type=click.IntRange(0), default=shape("encoder_blocks"), show_default=True,
+        config_option("--encoder-blocks", type=click.IntRange(0), default=shape("encoder_blocks"), show_default=True,
                      help="Residual blocks of the encoder."),
-        click.option("--decoder-channels", type=click.IntRange(1), default=shape("decoder_channels"),
+        config_option("--decoder-channels", type=click.IntRange(1), default=shape("decoder_channels"),
                      show_default=True, help="Width of the decoder."),
-        click.option("--decoder-blocks", type=click.IntRange(0), default=shape("decoder_blocks"), show_default=True,
+        config_option("--decoder-blocks", type=click.IntRange(0), default=shape("decoder_blocks"), show_default=True,
                      help="Residual blocks of the decoder."),
-        click.option("--prototypes/--no-prototypes", default=shape("prototypes"), show_default=True,
+        config_option("--prototypes/--no-prototypes", default=shape("prototypes"), show_default=True,
                      help="The encoder also sees each patch's soft assignment to 2**bits prototype patches, "
                           "started at k-means centroids."),
-        click.option("--commitment-weight", type=click.FloatRange(0), default=loss("commitment_weight"),
+        config_option("--commitment-weight", type=click.FloatRange(0), default=loss("commitment_weight"),
                      show_default=True, help="Weight of BSQ's commitment term (latent to its code)."),
-        click.option("--entropy-weight", type=click.FloatRange(0), default=loss("entropy_weight"), show_default=True,
+        config_option("--entropy-weight", type=click.FloatRange(0), default=loss("entropy_weight"), show_default=True,
                      help="Weight of BSQ's entropy term at the start (keeps the codebook in use)..."),
-        click.option("--entropy-weight-final", type=click.FloatRange(0), default=loss("entropy_weight_final"),
+        config_option("--entropy-weight-final", type=click.FloatRange(0), default=loss("entropy_weight_final"),
                      show_default=True, help="...falling linearly to this weight..."),
-        click.option("--entropy-decay-steps", type=click.IntRange(0), default=loss("entropy_decay_steps"),
+        config_option("--entropy-decay-steps", type=click.IntRange(0), default=loss("entropy_decay_steps"),
                      show_default=True, help="...over this many steps."),
-        click.option("--teacher-weight", type=click.FloatRange(0), default=loss("teacher_weight"), show_default=True,
+        config_option("--teacher-weight", type=click.FloatRange(0), default=loss("teacher_weight"), show_default=True,
                      help="Weight at the start of the k-means teacher, which pulls the encoder's bits towards "
                           "k-means cells of the patches (0: no teacher)..."),
-        click.option("--teacher-weight-final", type=click.FloatRange(0), default=loss("teacher_weight_final"),
+        config_option("--teacher-weight-final", type=click.FloatRange(0), default=loss("teacher_weight_final"),
                      show_default=True, help="...moving linearly to this weight..."),
-        click.option("--teacher-decay-steps", type=click.IntRange(0), default=loss("teacher_decay_steps"),
+        config_option("--teacher-decay-steps", type=click.IntRange(0), default=loss("teacher_decay_steps"),
                      show_default=True, help="...over this many steps."),
         click.option("--decoder-only", is_flag=True,
                      help="With --resume: train the decoder alone; tokens, and a prior trained on them, stay valid."),
@@ -204,12 +218,16 @@ def train_tokenizer(ctx: click.Context, **options) -> None:
 @train.command("prior", context_settings=CONTEXT)
 @click.option("--tokens", "tokens_path", type=click.Path(), help="Tokens from `stkc tokenize`.")
 @click.option("--valid-tokens", type=click.Path(), help="Validation tokens (same tokenizer; picks best.pt).")
-@click.option("--d-model", "d_model", type=click.IntRange(8), default=128, show_default=True,
-              help="Width of the transformer.")
-@click.option("--layers", "n_layers", type=click.IntRange(1), default=4, show_default=True,
-              help="Transformer blocks.")
-@click.option("--heads", "n_heads", type=click.IntRange(1), default=4, show_default=True,
+@config_option("--d-model", "d_model", type=click.IntRange(8),
+              default=default("prior", "PriorConfig", "d_model"), show_default=True, help="Width of the transformer.")
+@config_option("--layers", "n_layers", type=click.IntRange(1),
+              default=default("prior", "PriorConfig", "n_layers"), show_default=True, help="Transformer blocks.")
+@config_option("--heads", "n_heads", type=click.IntRange(1),
+              default=default("prior", "PriorConfig", "n_heads"), show_default=True,
               help="Attention heads (must divide --d-model).")
+@config_option("--schedule", default=default("prior", "PriorConfig", "schedule"), show_default=True,
+              help="Order of prediction: 'raster' (one token at a time) or a group schedule such as "
+                   "'bayer8:1,2,4,8' (stkcodec/schedule.py).")
 @training_options("prior.pt")
 @click.pass_context
 def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> None:

@@ -370,7 +370,7 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
         last_save = last_shown = time.monotonic()
         images_seen, window_start, shown = 0, time.monotonic(), {}
         by_time = not config.steps  # a run by minutes alone: the bar counts seconds
-        task = progress.add_task(f"train {model.kind}" + (" (seconds)" if by_time else ""),
+        task = progress.add_task(f"train {model.kind}",
                                  total=config.minutes * 60 if by_time else config.steps,
                                  completed=elapsed_s if by_time else step, info="")
         while True:

@@ -176,3 +176,84 @@ def test_decoder_from_grows_a_deeper_decoder_for_the_same_tokens(tmp_path, frame
     wider = run([*common, *TINY[:4], "--decoder-channels", "12", "--decoder-blocks", "2", "--bits", "6",
                  "--decoder-from", str(tmp_path / "a.pt"), "-o", str(tmp_path / "c.pt")])
     assert wider.exit_code == 3 and "decoder_channels" in wider.output
+
+
+def test_outputs_are_checked_before_training_and_defaults_shown(tmp_path, frames_dir):
+    runner = CliRunner()
+    tokens = tmp_path / "tokens.pt"
+    from stkcodec.checkpoint import save_model
+
+    from .conftest import tiny_models
+
+    save_model(tiny_models()[0], tmp_path / "tok.pt")
+    assert runner.invoke(main, ["--quiet", "tokenize", frames_dir, "--tokenizer", str(tmp_path / "tok.pt"),
+                                "-o", str(tokens)]).exit_code == 0
+    existing = tmp_path / "prior.pt"
+    existing.write_bytes(b"someone's model")
+    common = ["train", "prior", "--tokens", str(tokens), "--steps", "1", "--d-model", "16", "--layers", "1",
+              "--heads", "2", "--checkpoint-dir", str(tmp_path / "ck")]
+    result = runner.invoke(main, [*common, "-o", str(existing)])
+    assert result.exit_code == 4 and "exists (use --force" in result.output
+    assert existing.read_bytes() == b"someone's model" and not (tmp_path / "ck").exists()  # nothing trained
+    assert runner.invoke(main, ["--quiet", *common, "-o", str(existing), "--force"]).exit_code == 0
+    assert read_checkpoint(existing)["kind"] == "prior"
+    unwritable = runner.invoke(main, ["train", "tokenizer", "--data", frames_dir, "--steps", "1", *TINY,
+                                      "-o", "/proc/stkc-test/tok.pt", "--checkpoint-dir", str(tmp_path / "ck2")])
+    assert unwritable.exit_code == 4 and unwritable.output.startswith("Error: cannot write /proc/stkc-test/tok.pt")
+    assert len(unwritable.output.strip().splitlines()) == 1 and not (tmp_path / "ck2").exists()
+    for command, output in [("tokenizer", "tokenizer.pt"), ("prior", "prior.pt")]:
+        text = " ".join(runner.invoke(main, ["train", command, "-h"]).output.split())  # help wraps lines
+        assert f"[default: {output}]" in text
+
+
+def test_a_signal_saves_a_checkpoint_that_resume_alone_continues(tmp_path, frames_dir, monkeypatch):
+    from stkcodec.data import ImageFolder
+
+    sample, calls = ImageFolder.sample, []
+
+    def sample_then_signal(self, *args, **kwargs):  # SIGTERM arrives during the 4th step, as from `kill`
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFolder, "sample", sample_then_signal)
+    out = tmp_path / "tok.pt"
+    result = CliRunner().invoke(main, ["train", "tokenizer", "--data", frames_dir, "--minutes", "30", "--batch-size",
+                                       "2", *TINY, "--no-prototypes", "--teacher-weight", "0",  # no k-means
+                                       "-o", str(out), "--checkpoint-dir", str(tmp_path / "ck")])
+    checkpoint, = (tmp_path / "ck").glob("*/checkpoint.pt")
+    assert result.exit_code == 130 and f"interrupted at step 4: checkpoint {checkpoint}" in result.output
+    assert read_checkpoint(checkpoint)["step"] == 4 and not out.exists()
+    monkeypatch.setattr(ImageFolder, "sample", sample)
+    result = run(["--quiet", "train", "tokenizer", "--resume", str(checkpoint), "--steps", "6"])
+    assert result.exit_code == 0, result.output
+    payload = read_checkpoint(out)  # the interrupted run's output, data and minutes
+    assert payload["step"] == 6 and payload["provenance"]["recipe"]["run"]["minutes"] == 30
+    lines = [json.loads(line) for line in (checkpoint.parent / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["split"], line["step"]) for line in lines] == [("interrupted", 4), ("valid", 6)]  # one file
+
+
+def test_progress_shows_elapsed_and_remaining_time_and_kmeans(tmp_path, frames_dir):
+    from stkcodec.train import TrainConfig, progress_note
+
+    assert progress_note(120, 37.2, TrainConfig(minutes=5)) == "step 120, 0:37 elapsed, 4:23 left"
+    assert progress_note(120, 3700, TrainConfig(minutes=120)) == "step 120, 1:01:40 elapsed, 58:20 left"
+    assert progress_note(7, 1.0, TrainConfig(steps=10)) == "step 7"
+    result = run(["train", "tokenizer", "--data", frames_dir, "--minutes", "0.02", "--batch-size", "2", *TINY,
+                  "-o", str(tmp_path / "t.pt"), "--checkpoint-dir", str(tmp_path / "ck")])
+    assert result.exit_code == 0, result.output
+    assert "k-means" in result.output and "elapsed" in result.output and "left" in result.output
+
+
+def test_an_unreadable_training_image_is_skipped_and_counted_unless_strict(tmp_path, frames_dir):
+    (Path(frames_dir) / "broken.png").write_bytes(b"not a PNG at all")
+    common = ["train", "tokenizer", "--data", frames_dir, "--steps", "2", "--batch-size", "2", *TINY,
+              "--checkpoint-dir", str(tmp_path / "ck")]
+    result = run([*common, "-o", str(tmp_path / "t.pt")])
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and "broken.png" in result.output
+    provenance = read_checkpoint(tmp_path / "t.pt")["provenance"]["train"]
+    assert provenance["images"] == 9 and provenance["skipped"] == 1
+    strict = CliRunner().invoke(main, [*common, "--strict-data", "-o", str(tmp_path / "s.pt")])
+    assert strict.exit_code == 2 and "broken.png" in strict.output and not (tmp_path / "s.pt").exists()
