@@ -2,6 +2,9 @@
 
     python3 fuzz/fuzz_stkc.py [--cases 100000] [--seed 0] [--model default|tiny|DIR] [--seeds formats/vectors]
 
+--seeds is searched recursively: formats/vectors/<model>/*.stkc, every shipped model's files
+(the default codec decodes each with the model its header names).
+
 Each case is a seed file mutated by one of: bit flips, truncation, insertion, deletion,
 duplication of a span, a header field set to an extreme, or random bytes. It is decoded with
 the codec. A case fails if it raises anything but the library's own `StkcError`, or takes
@@ -26,9 +29,13 @@ import time
 import traceback
 from pathlib import Path
 
-HEADER_FIELDS = {  # name: (offset, struct format)
+_COMMON_FIELDS = {  # name: (offset, struct format), as formats/stkc.md lays them out
     "version": (3, "<B"), "model_id": (4, "<I"), "width": (8, "<H"), "height": (10, "<H"), "patch": (12, "<B"),
-    "tile_rows": (13, "<B"), "tile_cols": (14, "<B"), "payload_bytes": (15, "<I"), "crc": (19, "<I"),
+    "tile_rows": (13, "<B"), "tile_cols": (14, "<B"),
+}
+HEADER_FIELDS = {  # by format version (the seed's byte 3)
+    1: {**_COMMON_FIELDS, "payload_bytes": (15, "<I"), "crc": (19, "<I")},
+    2: {**_COMMON_FIELDS, "colour": (15, "<B"), "level": (16, "<B"), "payload_bytes": (17, "<I"), "crc": (21, "<I")},
 }
 
 
@@ -59,8 +66,9 @@ def mutate(seed: bytes, rng: random.Random) -> tuple[str, bytes]:
         position = rng.randrange(len(data) + 1)
         data[position:position] = span
     elif kind == "header":
-        for name in rng.sample(sorted(HEADER_FIELDS), rng.randint(1, 3)):
-            offset, fmt = HEADER_FIELDS[name]
+        fields = HEADER_FIELDS.get(seed[3] if len(seed) > 3 else 0, HEADER_FIELDS[max(HEADER_FIELDS)])
+        for name in rng.sample(sorted(fields), rng.randint(1, 3)):
+            offset, fmt = fields[name]
             value = rng.choice(extremes(fmt) + [rng.randrange(2 ** (8 * struct.calcsize(fmt)))])
             if len(data) >= offset + struct.calcsize(fmt):
                 struct.pack_into(fmt, data, offset, value)
@@ -72,6 +80,11 @@ def mutate(seed: bytes, rng: random.Random) -> tuple[str, bytes]:
 
 
 VECTOR_SIZES = [(150, 100), (13, 7), (1, 1), (333, 250)]  # those of formats/vectors/
+
+
+def seed_files(folder: str | Path) -> list[Path]:
+    """The .stkc files under `folder`, recursively: formats/vectors/<model>/ holds each model's."""
+    return sorted(Path(folder).rglob("*.stkc"))
 
 
 def tiny_codec_and_seeds():
@@ -102,9 +115,11 @@ def main() -> None:
         codec, seeds = tiny_codec_and_seeds()
     else:
         codec = Codec(args.model)
-        seeds = [path.read_bytes() for path in sorted(Path(args.seeds).glob("*.stkc"))]
+        seeds = [path.read_bytes() for path in seed_files(args.seeds)]
     if not seeds:
         sys.exit(f"no .stkc seed files in {args.seeds}")
+    for seed in seeds:  # loads every model the seeds name, so that no case's time includes loading one
+        codec.decompress(seed)
     rng = random.Random(args.seed)
     counts = {"cases": 0, "decoded": 0, "clean_errors": 0, "crashes": 0, "slow": 0}
     by_kind: dict[str, int] = {}

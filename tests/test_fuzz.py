@@ -1,17 +1,22 @@
 """A thousand fuzz cases on every run (fuzz/fuzz_stkc.py runs the 100,000 of the benchmark)."""
 
 import importlib.util
+import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from stkcodec import bitstream, zoo
 from stkcodec.codec import Codec
 from stkcodec.errors import StkcError
 
 from .conftest import make_image
 
-spec = importlib.util.spec_from_file_location("fuzz_stkc", Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_stkc.py")
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("fuzz_stkc", ROOT / "fuzz" / "fuzz_stkc.py")
 fuzz_stkc = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fuzz_stkc)
 
@@ -32,7 +37,25 @@ def test_mutated_files_give_only_clean_errors(codec):
         except StkcError as error:
             assert "\n" not in str(error)
             outcomes["refused"] += 1
-        else:
-            assert image.width * image.height > 0
+        else:  # what decodes is what its header says
+            header, _ = bitstream.parse(data)
+            assert image.size == (header.width, header.height) and image.mode == header.mode
             outcomes["decoded"] += 1
     assert outcomes["refused"] > 900
+
+
+def test_the_fuzzer_finds_every_shipped_model_s_vectors():
+    seeds = fuzz_stkc.seed_files(ROOT / "formats" / "vectors")
+    assert {path.parent.name for path in seeds} == set(zoo.shipped()["models"])
+    assert all(path.read_bytes()[:3] == b"STK" for path in seeds)
+
+
+def test_the_readme_fuzz_command_runs(tmp_path):
+    # README: python3 fuzz/fuzz_stkc.py --cases 100000 [--model tiny]; briefly, and findings kept in tmp
+    command = [sys.executable, str(ROOT / "fuzz" / "fuzz_stkc.py"), "--cases", "200", "--model", "tiny", "--json",
+               "--findings", str(tmp_path / "findings")]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    summary = json.loads(completed.stdout)
+    assert summary["cases"] == 200 and summary["crashes"] == 0 and summary["clean_errors"] > 150
+    assert not (tmp_path / "findings").exists()

@@ -10,11 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import make_image
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "portability.py"
 
 
+@pytest.mark.slow
 def test_tokens_identical_and_pixels_within_one_level_everywhere(tmp_path, tiny_model_dir):
     frames = tmp_path / "frames"
     frames.mkdir()

@@ -1,6 +1,9 @@
 """Conformance vectors: files written by every shipped model, today's default and earlier ones,
-must decode with the default codec to the same tokens forever (and to the same pixels, within
-one level where float rounding breaks a tie).
+must decode with the default codec to the same tokens forever, and to the same pixels within a
+documented tolerance: the tokenizer's decoder is float math, and other CPU kernels may round a
+pixel that sits on a tie to the next 8-bit level (docs/portability-valid-500.json: never more
+than one level). So a decoded vector may differ from its reference PNG by at most one level, in
+at most PIXEL_TOLERANCE of its values; anything more fails.
 
 formats/vectors/<model name>/ holds each model's files. STKC_GENERATE_VECTORS=1 writes the
 default model's, on purpose only: when a new default model ships or the format changes.
@@ -21,6 +24,7 @@ from stkcodec.codec import Codec, token_images
 from .conftest import make_image
 
 VECTORS = Path(__file__).resolve().parent.parent / "formats" / "vectors"
+PIXEL_TOLERANCE = 0.01  # the fraction of a vector's 8-bit values that may be one level off
 SAMPLE = Path(__file__).resolve().parent.parent / "stkcodec" / "samples" / "frame0.png"
 
 
@@ -89,10 +93,11 @@ def test_vector_decodes_to_its_tokens_and_pixels(codec, model, name):
     assert np.array_equal(decoded, np.asarray(codec.decompress(data)).astype(int))
     with Image.open(VECTORS / model / f"{name}.png") as reference:
         reference_pixels = np.asarray(reference.convert("RGB")).astype(int)
+    assert digest(reference_pixels.astype(np.uint8)) == expected["pixels_sha256"]  # the reference is the golden one
     assert decoded.shape == reference_pixels.shape
-    assert np.abs(decoded - reference_pixels).max() <= 1  # the decoder's float math may break a tie differently
-    if digest(decoded.astype(np.uint8)) != expected["pixels_sha256"]:
-        pytest.xfail("pixels differ by one level somewhere on this machine (allowed)")
+    difference = np.abs(decoded - reference_pixels)
+    assert difference.max() <= 1 and (difference > 0).mean() <= PIXEL_TOLERANCE, (
+        f"{model}/{name}: {int((difference > 0).sum())} values differ, by up to {difference.max()}")
 
 
 def test_shipped_models_load_by_name_and_an_explicit_model_refuses_other_files(tiny_codec_model):
