@@ -1,228 +1,35 @@
 """`stkc bench`: rate-distortion and speed of stkc against JPEG, WebP, AVIF and JPEG XL.
 
-Every classic codec runs through Pillow, in memory, swept over its quality setting with options
-that favour it (stated in `ClassicCodec.settings`); stkc runs at its single operating point through
-the `Codec` API. Rates come from the real encoded bytes, headers and containers included.
-
-Metrics follow CompressAI's bench conventions on 0..255 RGB: PSNR per image then the mean, and
-MS-SSIM (Wang et al. 2003: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, the five standard scale
-weights). A 150×100 frame only has room for four scales with an 11-pixel window (100 → 50 → 25 → 12
-→ 6 rows), so `ms_ssim_rgb` uses as many scales as fit and renormalises their weights to sum to 1.
+Runs every codec of the registry (bench_codecs.py) over the frames at each of its settings,
+measures each image (metrics.py) and compares the sweeps (rd.py); the report is JSON-ready and
+laid out like CompressAI's bench. Rates come from the real encoded bytes, headers and
+containers included; speeds are milliseconds per image and megapixels per second.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, features
+from PIL import Image
 
-from .data import find_frames  # noqa: F401  (cli_codec takes it from here)
+from .bench_codecs import ALL_CODECS, CLASSIC, LABELS, STKC, ClassicCodec, codec_available, library_version
+from .data import find_frames
 from .errors import BadInputError
+from .metrics import PSNR_CAP, ms_ssim_rgb, ms_ssim_scales, psnr_rgb
+from .rd import bd_rate, bytes_at_psnr
 
-PEAK = 255.0
-PSNR_CAP = 100.0  # dB for identical images: keeps means finite and the JSON valid
-WINDOW, SIGMA, K1, K2 = 11, 1.5, 0.01, 0.03
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-STKC_BATCH = 32
-RESULT_KEYS = ("quality", "bpp", "bytes", "psnr-rgb", "ms-ssim-rgb", "encoding_time_ms", "decoding_time_ms")
+__all__ = ["ALL_CODECS", "CLASSIC", "LABELS", "PSNR_CAP", "Frame", "Sweep", "bd_rate", "bytes_at_psnr",
+           "codec_available", "find_frames", "library_version", "load_frames", "ms_ssim_rgb", "ms_ssim_scales",
+           "psnr_rgb", "run_bench", "run_classic", "run_stkc", "steps"]
 
-
-@dataclass(frozen=True)
-class ClassicCodec:
-    """A Pillow codec with the options it is benchmarked at and its quality sweep."""
-
-    name: str
-    label: str
-    pillow_format: str
-    qualities: tuple[int, ...]
-    options: dict = field(default_factory=dict)
-    described: str = ""
-
-    @property
-    def settings(self) -> str:
-        """The options in words, for the output: a reader should know what was compared."""
-        return f"{self.described}, quality {self.qualities[0]}..{self.qualities[-1]} ({len(self.qualities)} settings)"
-
-
-CLASSIC = {
-    codec.name: codec
-    for codec in (
-        # Very low qualities matter: stkc files are a few hundred bytes, JPEG's floor is ~450.
-        ClassicCodec("jpeg", "JPEG", "JPEG", (1, 3, 5, 8, 12, 18, 25, 35, 50, 65, 80, 95),
-                     {"optimize": True, "subsampling": 2}, "optimize=True (Huffman tables), 4:2:0"),
-        # WebP and AVIF in steps of 1 up to 10, where stkc's files lie: interpolating across a wide
-        # step would overstate their bytes there (PSNR is concave in log-bytes).
-        ClassicCodec("webp", "WebP", "WEBP", (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 15, 20, 30, 40, 50, 65, 80, 95),
-                     {"method": 6}, "method=6 (slowest, smallest)"),
-        # speed 6 costs ~15 ms a frame; speed 4 triples that for under 1% fewer bytes.
-        ClassicCodec("avif", "AVIF", "AVIF", (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 15, 20, 30, 40, 50, 60, 75, 90),
-                     {"speed": 6, "subsampling": "4:2:0", "max_threads": 1}, "speed=6, 4:2:0, one thread"),
-        ClassicCodec("jxl", "JPEG XL", "JXL", (0, 5, 10, 15, 20, 30, 40, 50, 65, 80, 95),
-                     {"effort": 7, "num_threads": 1, "use_container": False},
-                     "effort=7, bare codestream, one thread"),
-    )
-}
-ALL_CODECS = (*CLASSIC, "stkc")
-LABELS = {**{name: codec.label for name, codec in CLASSIC.items()}, "stkc": "stkc"}
-
-
-def codec_available(name: str) -> tuple[bool, str | None]:
-    """Whether this Pillow can encode `name`, and if not, why (a line for the user)."""
-    if name == "jxl":
-        try:
-            import pillow_jxl  # noqa: F401  (importing registers the JXL format with Pillow)
-        except ImportError:
-            return False, "pillow-jxl-plugin is not installed (pip install 'stkc[jxl]')"
-        return True, None
-    feature = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}[name]
-    try:
-        present = bool(features.check(feature))
-    except (ValueError, KeyError):  # an older Pillow that does not know the feature at all
-        present = False
-    return (True, None) if present else (False, f"this Pillow ({features.version('PIL')}) lacks {feature} support")
-
-
-def library_version(name: str) -> str | None:
-    """The codec library's version, so results can be traced to what produced them."""
-    if name == "jxl":
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return f"pillow-jxl-plugin {version('pillow-jxl-plugin')}"
-        except PackageNotFoundError:
-            return None
-    try:
-        if name == "jpeg" and features.check_feature("libjpeg_turbo"):
-            return f"libjpeg-turbo {features.version_feature('libjpeg_turbo')}"
-        found = features.version({"jpeg": "jpg", "webp": "webp", "avif": "avif"}[name])
-    except (ValueError, KeyError):
-        return None
-    return f"lib{name} {found}" if found else None
-
-
-# --- metrics ------------------------------------------------------------------------------------
-
-
-def psnr_rgb(reference: np.ndarray, test: np.ndarray) -> float:
-    """PSNR in dB of two (H, W, 3) uint8 images on 0..255, capped at `PSNR_CAP`."""
-    mse = np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2)
-    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * math.log10(PEAK**2 / mse))
-
-
-def ms_ssim_scales(height: int, width: int) -> int:
-    """How many MS-SSIM scales fit: each halves the image and must stay at least WINDOW wide."""
-    scales, side = 0, min(height, width)
-    while scales < len(MS_SSIM_WEIGHTS) and side >= WINDOW:
-        scales, side = scales + 1, side // 2
-    return scales
-
-
-@functools.lru_cache(maxsize=32)
-def _blur_matrix(size: int) -> np.ndarray:
-    # A banded matrix turns the valid-mode Gaussian filter into one BLAS product per axis,
-    # several times faster than shifting and adding 11 slices.
-    offsets = np.arange(WINDOW) - WINDOW // 2
-    kernel = np.exp(-(offsets**2) / (2 * SIGMA**2))
-    kernel /= kernel.sum()
-    matrix = np.zeros((size - WINDOW + 1, size))
-    for row in range(size - WINDOW + 1):
-        matrix[row, row : row + WINDOW] = kernel
-    return matrix
-
-
-def _blur(maps: np.ndarray) -> np.ndarray:
-    return _blur_matrix(maps.shape[-2]) @ maps @ _blur_matrix(maps.shape[-1]).T
-
-
-def _ssim_terms(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean SSIM and mean contrast-structure term of (C, H, W) float images."""
-    c1, c2 = (K1 * PEAK) ** 2, (K2 * PEAK) ** 2
-    mu_x, mu_y, xx, yy, xy = _blur(np.stack([x, y, x * x, y * y, x * y]))
-    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
-    cs = (2 * cov + c2) / (var_x + var_y + c2)
-    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
-    return (luminance * cs).mean(axis=(-2, -1)), cs.mean(axis=(-2, -1))
-
-
-def ms_ssim_rgb(reference: np.ndarray, test: np.ndarray) -> float:
-    """MS-SSIM of two (H, W, 3) uint8 images on 0..255, averaged over the channels.
-
-    Uses as many of the five scales as fit (see `ms_ssim_scales`) with their weights renormalised;
-    NaN when the image is smaller than one window. Downsampling is 2×2 averaging (an odd last row
-    or column is dropped); negative terms are clipped to 0 as pytorch_msssim does.
-    """
-    scales = ms_ssim_scales(*reference.shape[:2])
-    if scales == 0:
-        return math.nan
-    weights = np.array(MS_SSIM_WEIGHTS[:scales]) / sum(MS_SSIM_WEIGHTS[:scales])
-    x = reference.astype(np.float64).transpose(2, 0, 1)
-    y = test.astype(np.float64).transpose(2, 0, 1)
-    terms = []
-    for scale in range(scales):
-        ssim, cs = _ssim_terms(x, y)
-        terms.append(np.maximum(ssim if scale == scales - 1 else cs, 0))
-        if scale < scales - 1:
-            h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
-            x, y = (a[:, :h, :w].reshape(a.shape[0], h // 2, 2, w // 2, 2).mean(axis=(2, 4)) for a in (x, y))
-    per_channel = np.prod(np.stack(terms) ** weights[:, None], axis=0)
-    return float(per_channel.mean())
-
-
-# --- rate comparisons ---------------------------------------------------------------------------
-
-
-def bytes_at_psnr(target: float, psnrs: Sequence[float], sizes: Sequence[float]) -> float | None:
-    """The bytes a codec's sweep needs to reach `target` dB: linear in log-bytes between settings.
-
-    Points are sorted by PSNR and each is given the fewest bytes of any setting reaching at least
-    its PSNR (a higher quality can be smaller, e.g. JPEG's lowest settings), which makes the curve
-    monotone. None when `target` lies outside the sweep's PSNR range.
-    """
-    psnr = np.asarray(psnrs, dtype=np.float64)
-    log_bytes = np.log(np.asarray(sizes, dtype=np.float64))
-    keep = np.isfinite(psnr)
-    psnr, log_bytes = psnr[keep], log_bytes[keep]
-    if not len(psnr) or not math.isfinite(target) or not psnr.min() <= target <= psnr.max():
-        return None
-    order = np.argsort(psnr, kind="stable")
-    psnr, log_bytes = psnr[order], np.minimum.accumulate(log_bytes[order][::-1])[::-1]
-    psnr, first = np.unique(psnr, return_index=True)  # after the running minimum the first of ties is the cheapest
-    return float(np.exp(np.interp(target, psnr, log_bytes[first])))
-
-
-def bd_rate(anchor_rates: Sequence[float], anchor_psnrs: Sequence[float],
-            test_rates: Sequence[float], test_psnrs: Sequence[float]) -> float | None:
-    """Bjøntegaard delta rate in percent of `test` against `anchor` (negative: test needs fewer bits).
-
-    Cubic fits of log-rate against PSNR, integrated over the PSNR interval both curves cover.
-    None when a curve has fewer than four distinct points or the intervals do not overlap.
-    """
-    curves = []
-    for rates, psnrs in ((anchor_rates, anchor_psnrs), (test_rates, test_psnrs)):
-        rate, psnr = np.asarray(rates, dtype=np.float64), np.asarray(psnrs, dtype=np.float64)
-        keep = np.isfinite(psnr) & np.isfinite(rate) & (rate > 0)
-        if len(np.unique(psnr[keep])) < 4:
-            return None
-        curves.append((np.log(rate[keep]), psnr[keep]))
-    low = max(curves[0][1].min(), curves[1][1].min())
-    high = min(curves[0][1].max(), curves[1][1].max())
-    if high <= low:
-        return None
-    integrals = []
-    for log_rate, psnr in curves:
-        antiderivative = np.polyint(np.polyfit(psnr, log_rate, 3))
-        integrals.append(np.polyval(antiderivative, high) - np.polyval(antiderivative, low))
-    return float((math.exp((integrals[1] - integrals[0]) / (high - low)) - 1) * 100)
-
-
-# --- runners ------------------------------------------------------------------------------------
+RESULT_KEYS = ("quality", "bpp", "bytes", "psnr-rgb", "ms-ssim-rgb", "encoding_time_ms", "decoding_time_ms",
+               "encoding_mpx_per_s", "decoding_mpx_per_s")
 
 
 @dataclass
@@ -278,8 +85,13 @@ class Sweep:
         def means(values: np.ndarray, digits: int) -> list:
             return [_json_number(np.nanmean(row) if np.isfinite(row).any() else math.nan, digits) for row in values]
 
+        def megapixels_per_s(milliseconds: np.ndarray) -> list:  # all the images' pixels over all their time
+            return [_json_number(np.sum(self.pixels[np.isfinite(row)]) / 1000 / np.nansum(row)
+                                 if np.nansum(row) > 0 else math.nan, 3) for row in milliseconds]
+
         return dict(zip(RESULT_KEYS, (self.qualities, means(self.bpp, 4), means(self.bytes, 1), means(self.psnr, 3),
-                                      means(self.ms_ssim, 5), means(self.encode_ms, 3), means(self.decode_ms, 3))))
+                                      means(self.ms_ssim, 5), means(self.encode_ms, 3), means(self.decode_ms, 3),
+                                      megapixels_per_s(self.encode_ms), megapixels_per_s(self.decode_ms))))
 
 
 def _json_number(value: float, digits: int) -> float | None:
@@ -329,11 +141,11 @@ def run_classic(codec: ClassicCodec, frames: Sequence[Frame], on_step: Callable[
 def run_stkc(codec, frames: Sequence[Frame], on_step: Callable[[int], None] = lambda n: None) -> Sweep:
     """stkc's one operating point through `Codec.compress_many`/`decompress_many`, batch by batch;
     each image is charged its batch's time divided by the batch size."""
-    sweep = Sweep.empty("stkc", [None], frames)
+    sweep = Sweep.empty(STKC.name, list(STKC.qualities), frames)
     if frames:  # warm up: the first call pays one-off costs (allocations, lazy set-up) no file would repeat
         codec.decompress_many(codec.compress_many([frames[0].image]))
-    for start in range(0, len(frames), STKC_BATCH):
-        batch = frames[start : start + STKC_BATCH]
+    for start in range(0, len(frames), STKC.batch):
+        batch = frames[start : start + STKC.batch]
         begin = time.perf_counter()
         files = codec.compress_many([frame.image for frame in batch])
         encoded = time.perf_counter()
@@ -404,10 +216,8 @@ def run_bench(frames: Sequence[Frame], codecs: Sequence[str], stkc_codec=None, *
             if stkc_codec is None:
                 raise ValueError("benchmarking stkc needs a Codec")
             sweeps["stkc"] = run_stkc(stkc_codec, frames, on_step)
-            report["codecs"]["stkc"] = {
-                "available": True, "reason": None, "library": f"model {stkc_codec.model.model_id.hex()}",
-                "settings": "one operating point, batched compress_many/decompress_many, "
-                            "file bytes incl. the 23-byte header"}
+            report["codecs"]["stkc"] = {"available": True, "reason": None,
+                                        "library": f"model {stkc_codec.model.model_id.hex()}", "settings": STKC.settings}
             continue
         sweep, reason = _classic_sweep(CLASSIC[codec_name], frames, on_step)
         if sweep is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .bench import LABELS
+from .bench_codecs import LABELS
 from .errors import StkcError
 
 
@@ -37,9 +37,10 @@ def _number(value: float | None, digits: int) -> str:
 
 
 def results_table(report: dict) -> Table:
-    """A rich table: one row per codec and setting, means over the images."""
+    """A rich table: one row per codec and setting, means over the images; speed in megapixels per
+    second (the JSON also has milliseconds per image)."""
     table = Table(title=f"{report['name']}: means over {report['images']} images", title_justify="left")
-    for heading in ("codec", "setting", "bpp", "bytes", "PSNR dB", "MS-SSIM", "enc ms", "dec ms"):
+    for heading in ("codec", "setting", "bpp", "bytes", "PSNR dB", "MS-SSIM", "enc MP/s", "dec MP/s"):
         table.add_column(heading, justify="left" if heading in ("codec", "setting") else "right")
     for codec, entry in report["codecs"].items():
         results = entry["results"]
@@ -47,8 +48,8 @@ def results_table(report: dict) -> Table:
             setting = f"q={quality}" if quality is not None else "model"
             table.add_row(_label(codec) if index == 0 else "", setting, _number(results["bpp"][index], 3),
                           _number(results["bytes"][index], 0), _number(results["psnr-rgb"][index], 2),
-                          _number(results["ms-ssim-rgb"][index], 4), _number(results["encoding_time_ms"][index], 2),
-                          _number(results["decoding_time_ms"][index], 2),
+                          _number(results["ms-ssim-rgb"][index], 4), _number(results["encoding_mpx_per_s"][index], 2),
+                          _number(results["decoding_mpx_per_s"][index], 2),
                           end_section=index == len(results["quality"]) - 1)
     return table
 

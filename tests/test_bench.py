@@ -26,7 +26,8 @@ from stkcodec.codec import Codec
 
 from .conftest import make_image
 
-RESULT_KEYS = {"quality", "bpp", "bytes", "psnr-rgb", "ms-ssim-rgb", "encoding_time_ms", "decoding_time_ms"}
+RESULT_KEYS = {"quality", "bpp", "bytes", "psnr-rgb", "ms-ssim-rgb", "encoding_time_ms", "decoding_time_ms",
+               "encoding_mpx_per_s", "decoding_mpx_per_s"}
 
 
 @pytest.fixture
@@ -147,9 +148,13 @@ def test_json_schema(two_images, tiny_model_dir, tiny_codec_model):
         assert versus["images"] + versus["excluded"] == 2 and len(versus["per_image"]) == 2
     assert report["stkc_vs"]["source"]["formats"] == ["PNG"]
     assert isinstance(report["bd_rate"]["webp"]["jpeg"], float)
+    for direction in ("encoding", "decoding"):  # megapixels per second: the images' pixels over their time
+        results = report["codecs"]["stkc"]["results"]
+        assert results[f"{direction}_mpx_per_s"][0] == pytest.approx(
+            2 * 15000 / 1000 / (2 * results[f"{direction}_time_ms"][0]), rel=0.01)
     expected = [len(Codec(tiny_codec_model).compress(make_image(150, 100, seed=s))) for s in range(2)]
     assert report["codecs"]["stkc"]["results"]["bytes"] == [pytest.approx(np.mean(expected))]
-    assert "MS-SSIM" in result.stderr and "JPEG: " in result.stderr and "BD-rate (PSNR) of WebP" in result.stderr
+    assert "MP/s" in result.stderr and "MS-SSIM" in result.stderr and "JPEG: " in result.stderr and "BD-rate (PSNR) of WebP" in result.stderr
 
 
 def test_missing_codec_is_reported_not_fatal(two_images, monkeypatch):
