@@ -8,7 +8,8 @@ would see in a whole-image pass.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -114,9 +115,10 @@ class Codec:
             groups.setdefault(header.model_id, []).append(index)
         return [(self.for_model(model_id, names[members[0]]), members) for model_id, members in groups.items()]
 
-    def compress_many(self, images: Sequence[Image.Image]) -> list[bytes]:
+    def compress_many(self, images: Sequence[Image.Image], *, on_tiles: Callable[[int], None] | None = None) -> list[bytes]:
         """PIL images of any mode -> `.stkc` bytes each. Gray images decode to gray (mode L),
-        everything else to RGB; alpha is not kept."""
+        everything else to RGB; alpha is not kept. `on_tiles(n)` hears of every n tiles coded
+        (`tiles` says how many an image has)."""
         model = self.model
         results: list[bytes | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}
@@ -129,7 +131,7 @@ class Codec:
         with torch.inference_mode():
             for size, members in by_size.items():
                 grids = image_tokens(model.tokenizer, [images[i].convert("RGB") for i in members])
-                payloads = encode_grids(model.exact_prior, grids, model.tile)
+                payloads = encode_grids(model.exact_prior, grids, model.tile, on_tiles=on_tiles)
                 for index, grid, payload in zip(members, grids, payloads):
                     payload = payload.ljust(bitstream.min_payload_bytes(*grid.shape), b"\0")
                     header = Header(model.model_id, size[0], size[1], model.tokenizer.config.patch_size,
@@ -140,12 +142,21 @@ class Codec:
     def compress(self, image: Image.Image) -> bytes:
         return self.compress_many([image])[0]
 
-    def tokens_many(self, files: Sequence[bytes], names: Sequence[str] | None = None) -> list[tuple[Header, torch.Tensor]]:
-        """`.stkc` bytes -> (header, token grid) each, checksum verified."""
-        return self._per_model(files, names, Codec._own_tokens)
+    def tiles(self, width: int, height: int) -> int:
+        """How many tiles of the prior an image of this size codes as (for progress)."""
+        p = self.model.tokenizer.config.patch_size
+        return math.ceil(math.ceil(height / p) / self.model.tile[0]) * math.ceil(math.ceil(width / p) / self.model.tile[1])
 
-    def decompress_many(self, files: Sequence[bytes], names: Sequence[str] | None = None) -> list[Image.Image]:
-        return self._per_model(files, names, Codec._own_images)
+    def tokens_many(self, files: Sequence[bytes], names: Sequence[str] | None = None, *,
+                    on_tiles: Callable[[int], None] | None = None) -> list[tuple[Header, torch.Tensor]]:
+        """`.stkc` bytes -> (header, token grid) each, checksum verified."""
+        return self._per_model(files, names, functools.partial(Codec._own_tokens, on_tiles=on_tiles))
+
+    def decompress_many(self, files: Sequence[bytes], names: Sequence[str] | None = None, *,
+                        on_tiles: Callable[[int], None] | None = None) -> list[Image.Image]:
+        """`.stkc` bytes -> PIL images (RGB, or L for a gray original); `on_tiles(n)` hears of
+        every n tiles decoded."""
+        return self._per_model(files, names, functools.partial(Codec._own_images, on_tiles=on_tiles))
 
     def _per_model(self, files: Sequence[bytes], names: Sequence[str] | None, work) -> list:
         """Headers parsed and checked, then `work(codec, parsed, names)` once for each model that
@@ -158,7 +169,7 @@ class Codec:
                 results[index] = result
         return results
 
-    def _own_tokens(self, parsed: list, names: list[str]) -> list[tuple[Header, torch.Tensor]]:
+    def _own_tokens(self, parsed: list, names: list[str], on_tiles=None) -> list[tuple[Header, torch.Tensor]]:
         for (header, _), name in zip(parsed, names):
             self._check(header, name)
         groups: dict[tuple, list[int]] = {}
@@ -168,7 +179,7 @@ class Codec:
         with torch.inference_mode():
             for (grid, tile_rows, tile_cols), members in groups.items():
                 decoded = decode_grids(self.model.exact_prior, [parsed[i][1] for i in members], [grid] * len(members),
-                                       (tile_rows, tile_cols), names=[names[i] for i in members])
+                                       (tile_rows, tile_cols), names=[names[i] for i in members], on_tiles=on_tiles)
                 for index, tokens in zip(members, decoded):
                     header = parsed[index][0]
                     if header.checksum(tokens.numpy()) != header.token_crc32:
@@ -177,8 +188,8 @@ class Codec:
                     grids[index] = tokens
         return [(header, grid) for (header, _), grid in zip(parsed, grids)]
 
-    def _own_images(self, parsed: list, names: list[str]) -> list[Image.Image]:
-        decoded = self._own_tokens(parsed, names)
+    def _own_images(self, parsed: list, names: list[str], on_tiles=None) -> list[Image.Image]:
+        decoded = self._own_tokens(parsed, names, on_tiles)
         images: list[Image.Image | None] = [None] * len(parsed)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, (header, _) in enumerate(decoded):

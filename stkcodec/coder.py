@@ -13,7 +13,7 @@ each stream's symbols in one call. Every probability comes from `ExactPrior` or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import constriction
 import numpy as np
@@ -25,7 +25,7 @@ from .schedule import plan
 
 CHUNK_TILES = 16  # part of the format: it fixes the order of the symbols
 MAX_BATCH_TILES = 64  # tiles per batched KV-cache decoding step (speed only)
-ENCODE_BATCH_TILES = 8  # tiles per teacher-forced pass: its attention scores are (n, heads, T, T) float64
+ENCODE_BATCH_TILES = 4  # tiles per teacher-forced pass: its attention scores are (n, heads, T, T) float64
 # (a group prior's are (n, heads, 1 + 2T, 1 + T): a quarter as many tiles per pass)
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 
@@ -62,32 +62,38 @@ def _member_batches(members: list[int], chunk: list[Tile], limit: int = MAX_BATC
         yield members[start : start + per_batch]
 
 
-def encode_grids(prior: ExactPrior, grids: list[torch.Tensor], tile: tuple[int, int]) -> list[bytes]:
+def encode_grids(prior: ExactPrior, grids: list[torch.Tensor], tile: tuple[int, int], *,
+                 on_tiles: Callable[[int], None] | None = None) -> list[bytes]:
     """Token grids (rows, cols) -> one payload (bytes, whole 32-bit words) per grid.
 
     Grids of one shape share batched teacher-forced passes; the integers, hence the bytes,
-    are the same as coding each grid alone.
+    are the same as coding each grid alone. `on_tiles(n)` hears of every n tiles coded.
     """
     encoders = [constriction.stream.queue.RangeEncoder() for _ in grids]
-    per_pass = ENCODE_BATCH_TILES // 4 if isinstance(prior, ExactGroupPrior) else ENCODE_BATCH_TILES
+    per_pass = max(1, ENCODE_BATCH_TILES // 4) if isinstance(prior, ExactGroupPrior) else ENCODE_BATCH_TILES
     for shape, members in _group_by_shape([tuple(g.shape) for g in grids]).items():
         for chunk in coding_chunks(*shape, *tile):
             order = prior.symbol_order(chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2])
             for batch in _member_batches(members, chunk, ENCODE_BATCH_TILES):
                 tiles = torch.cat([_cut(grids[i], chunk) for i in batch])  # (len(batch)*n, th, tw)
-                weights = np.concatenate([prior.weights(prior.logits(tiles[start : start + per_pass]))
-                                          for start in range(0, len(tiles), per_pass)])  # (len(batch)*n, T, V)
+                weights = np.empty((*tiles.flatten(1).shape, prior.config.vocab_size))  # (len(batch)*n, T, V)
+                for start in range(0, len(tiles), per_pass):
+                    weights[start : start + per_pass] = prior.weights(prior.logits(tiles[start : start + per_pass]))
                 for slot, index in enumerate(batch):
                     own = slice(slot * len(chunk), (slot + 1) * len(chunk))
                     symbols = tiles[own].flatten(1).numpy()[:, order].T.reshape(-1).astype(np.int32)  # position-major
                     probabilities = weights[own][:, order].transpose(1, 0, 2).reshape(len(symbols), -1)
                     encoders[index].encode(symbols, FAMILY, probabilities)
+                if on_tiles is not None:
+                    on_tiles(len(tiles))
     return [encoder.get_compressed().astype("<u4").tobytes() for encoder in encoders]
 
 
 def decode_grids(prior: ExactPrior, payloads: list[bytes], shapes: list[tuple[int, int]],
-                 tile: tuple[int, int], *, names: list[str] | None = None) -> list[torch.Tensor]:
-    """Payloads -> token grids of the given (rows, cols) shapes.
+                 tile: tuple[int, int], *, names: list[str] | None = None,
+                 on_tiles: Callable[[int], None] | None = None) -> list[torch.Tensor]:
+    """Payloads -> token grids of the given (rows, cols) shapes; `on_tiles(n)` hears of every
+    n tiles decoded.
 
     Grids of the same shape are decoded together: their chunks have the same shapes in the
     same order, so chunk k of every such grid runs as one batch through the KV cache.
@@ -104,6 +110,8 @@ def decode_grids(prior: ExactPrior, payloads: list[bytes], shapes: list[tuple[in
                 except (ValueError, RuntimeError, AssertionError, OverflowError) as error:
                     culprit = names[batch[0]] if len(batch) == 1 else "one of " + ", ".join(names[i] for i in batch)
                     raise BadInputError(f"{culprit}: corrupt payload ({error})") from None
+                if on_tiles is not None:
+                    on_tiles(len(batch) * len(chunk))
     return grids
 
 

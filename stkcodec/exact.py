@@ -78,7 +78,7 @@ def exp2_weights(exponents: np.ndarray, top_bits: int) -> np.ndarray:
     """Integer weights round(2**top_bits * 2**(-z / EXP_STEPS)) of integer-valued z >= 0 (float64),
     one lookup per element."""
     table = _exp2_table(top_bits)
-    return table[np.minimum(exponents, len(table) - 1).astype(np.int64)]
+    return table.take(np.minimum(exponents, len(table) - 1).astype(np.int32))
 
 
 def to_exponents(values: np.ndarray, scale: float) -> np.ndarray:

@@ -244,3 +244,11 @@ def test_default_codec_decodes_files_of_every_shipped_model(tmp_path, monkeypatc
             Codec("new")
     finally:
         zoo.shipped.cache_clear()
+
+
+def test_progress_counts_every_tile_of_a_large_image(codec):
+    image = make_image(160, 110)
+    coded, decoded = [], []
+    data = codec.compress_many([image], on_tiles=coded.append)[0]
+    codec.decompress_many([data], on_tiles=decoded.append)
+    assert sum(coded) == sum(decoded) == codec.tiles(160, 110) == bitstream.parse(data)[0].describe()["tiles"] > 1
