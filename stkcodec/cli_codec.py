@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from .cli_common import CONTEXT, MODEL_HELP, say
+from .cli_common import CONTEXT, MODEL_HELP, Failures, say, shown, tell
 
 
 def output_paths(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[str]:
@@ -30,7 +32,7 @@ def read_input(path: str) -> bytes:
     from .errors import BadInputError
 
     if path == "-":
-        return click.get_binary_stream("stdin").read()
+        return sys.stdin.buffer.read()
     try:
         with open(path, "rb") as file:
             return file.read()
@@ -42,69 +44,114 @@ def read_input(path: str) -> bytes:
         raise BadInputError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def check_output(target: str, inputs, force: bool, what: str) -> None:
+    """Everything that can be known about an output before any work: see imageio.check_writable;
+    `-` (stdout) must not be a terminal, as gzip refuses to print binary `what` there."""
+    from pathlib import Path
+
+    from .errors import OutputError
+    from .imageio import check_writable
+
+    if target != "-":
+        check_writable(Path(target), force=force, inputs=inputs)
+    elif stdout_is_terminal():
+        raise OutputError(f"refusing to write {what} to a terminal (give -o FILE, or redirect stdout)")
+
+
 def write_output(path: str, data: bytes, force: bool) -> None:
     from pathlib import Path
 
-    from .imageio import atomic_write
+    from .imageio import atomic_write, cannot_write
 
-    if path == "-":
-        stream = click.get_binary_stream("stdout")
-        stream.write(data)
-        stream.flush()
-    else:
+    if path != "-":
         atomic_write(Path(path), data, force=force)
+        return
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except OSError as error:  # a full disk behind a redirect, a closed pipe
+        raise cannot_write("stdout", error) from None
 
 
-def run_batched(ctx, label: str, inputs, targets, force: bool, work) -> list[dict]:
-    """Run `work(list of (input, target, bytes)) -> list of (record, output bytes)` over batches,
-    writing each output as soon as it is ready; a bad file is reported and the rest go on."""
-    from pathlib import Path
+def work_each(work, codec, batch: list, failures: Failures) -> list:
+    """`work(codec, batch)`; if it fails, each file alone, so that one bad file does not sink its batch."""
+    from .errors import StkcError
+
+    try:
+        return work(codec, batch)
+    except StkcError as error:
+        if len(batch) == 1:
+            failures.report(error)
+            return [None]
+    return [result for item in batch for result in work_each(work, codec, [item], failures)]
+
+
+def run_batched(ctx, label: str, inputs, targets, *, force: bool, what: str, load, work, summary,
+                batch_size: int) -> list[dict]:
+    """Every output checked first; then, if any can be written, `load()` the codec and run
+    `work(codec, list of (input, target, bytes)) -> list of (record, output bytes)` over batches of
+    `batch_size`, writing each output as soon as it is ready. A bad file is reported and the rest
+    go on; a run of several files ends with `summary(records)`, the seconds and the failures."""
+    import time
 
     from .errors import StkcError
-    from .imageio import check_writable
     from .progress import make_progress
 
-    records, failures = [], []
+    started = time.perf_counter()
+    seconds = dict.fromkeys(["load", "read", "code", "write"], 0.0)
+    failures = Failures()
     pending = []
     for source, target in zip(inputs, targets):
         try:
-            if target != "-":
-                check_writable(Path(target), force=force)
-            pending.append((source, target, read_input(source)))
+            check_output(target, inputs, force, what)
+            pending.append((source, target))
         except StkcError as error:
-            failures.append(error)
-            click.echo(f"Error: {error}", err=True)
+            failures.report(error)
+    records, codec = [], None
+    if pending:
+        clock = time.perf_counter()
+        codec = load()
+        seconds["load"] = time.perf_counter() - clock
     with make_progress(disable=ctx.obj["quiet"] or len(inputs) < 2) as progress:
         task = progress.add_task(label, total=len(pending), info="")
-        for start in range(0, len(pending), 64):
-            batch = pending[start : start + 64]
-            try:
-                results = work(batch)
-            except StkcError:  # retry one by one so one bad file does not sink its batch
-                results = []
-                for item in batch:
-                    try:
-                        results.extend(work([item]))
-                    except StkcError as single:
-                        failures.append(single)
-                        click.echo(f"Error: {single}", err=True)
-                        results.append(None)
-            for item, result in zip(batch, results):
-                if result is None:
-                    continue
-                record, data = result
+        for start in range(0, len(pending), batch_size):
+            clock = time.perf_counter()
+            batch = []
+            for source, target in pending[start : start + batch_size]:
                 try:
-                    write_output(item[1], data, force)
+                    batch.append((source, target, read_input(source)))
                 except StkcError as error:
-                    failures.append(error)
-                    click.echo(f"Error: {error}", err=True)
-                    continue
-                records.append(record)
-                say(ctx, record["line"])
-            progress.advance(task, len(batch))
-    if failures:
-        ctx.exit(max(error.exit_code for error in failures))
+                    failures.report(error)
+                    progress.advance(task)
+            seconds["read"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            results = work_each(work, codec, batch, failures) if batch else []
+            seconds["code"] += time.perf_counter() - clock
+            for (_, target, _), result in zip(batch, results):
+                clock = time.perf_counter()
+                try:
+                    if result is not None:
+                        write_output(target, result[1], force)
+                        records.append(result[0])
+                        say(ctx, result[0]["line"])
+                except StkcError as error:
+                    failures.report(error)
+                seconds["write"] += time.perf_counter() - clock
+                progress.advance(task)
+    tell(ctx, "seconds: " + ", ".join(f"{stage} {value:.2f}" for stage, value in seconds.items()))
+    if len(inputs) > 1:
+        failed = f"; {len(failures.errors)} failed" if failures.errors else ""
+        say(ctx, f"{summary(records)}, {time.perf_counter() - started:.1f} s{failed}")
+    failures.exit(ctx)
     return records
+
+
+MAX_PIXELS_OPTION = click.option("--max-pixels", type=click.IntRange(1), default=None,
+                                 help="Refuse images of more pixels than this.  [default: 64 Mpx]")
 
 
 def codec_options(function):
@@ -112,24 +159,31 @@ def codec_options(function):
     for option in reversed([
         click.option("--model", default="default", show_default=True,
                      help=MODEL_HELP),
-        click.option("--force", is_flag=True, help="Replace existing outputs."),
+        click.option("--force", is_flag=True, help="Replace existing outputs (never an input)."),
         click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout."),
-        click.option("--max-pixels", type=click.IntRange(1), default=None, help="Refuse larger images (default 64 Mpx)."),
+        MAX_PIXELS_OPTION,
         click.pass_context,
     ]):
         function = option(function)
     return function
 
 
-def prepare(inputs, output, suffix: str, model: str, as_json: bool, max_pixels: int | None):
-    """The output paths and the codec of a compress or decompress run."""
-    from . import bitstream
-    from .codec import Codec
-
+def prepare(ctx: click.Context, inputs, output, suffix: str, model: str, as_json: bool, max_pixels: int | None):
+    """The output paths of a compress or decompress run, and how to load its codec (after the
+    outputs are checked, since loading takes a while)."""
     targets = output_paths(inputs, output, suffix)
     if as_json and "-" in targets:
         raise click.UsageError("--json prints on stdout; give -o when writing to stdout")
-    return targets, Codec(model, max_pixels=max_pixels or bitstream.DEFAULT_MAX_PIXELS)
+
+    def load():
+        from . import bitstream, zoo
+        from .codec import Codec
+
+        codec = Codec(model, max_pixels=max_pixels or bitstream.DEFAULT_MAX_PIXELS)
+        tell(ctx, f"model: {zoo.shipped_name(codec.model.model_id) or model} (codec id {codec.model.model_id.hex()})")
+        return codec
+
+    return targets, load
 
 
 def emit_json(records: list[dict]) -> None:
@@ -138,58 +192,85 @@ def emit_json(records: list[dict]) -> None:
     click.echo(json.dumps([{k: v for k, v in r.items() if k != "line"} for r in records], indent=2))
 
 
+def bits_per_pixel(records: list[dict]) -> str:
+    """Over all the pixels of a run: `bytes` is the .stkc size in the records of both commands."""
+    pixels = sum(r["width"] * r["height"] for r in records)
+    return f"{8 * sum(r['bytes'] for r in records) / max(pixels, 1):.3f} bpp"
+
+
 @click.command(context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", type=click.Path(), help="Output file (one input) or folder (several).")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output file (one input) or existing folder (several); '-' for stdout.  "
+                   "[default: beside each input, its suffix replaced by .stkc; stdout for stdin]")
 @codec_options
 def compress(ctx: click.Context, inputs, output, model, force, as_json, max_pixels) -> None:
     """Compress images to .stkc files ('-' for stdin/stdout)."""
     from .imageio import open_image
 
-    targets, codec = prepare(inputs, output, ".stkc", model, as_json, max_pixels)
-    limit = codec.max_pixels
+    targets, load = prepare(ctx, inputs, output, ".stkc", model, as_json, max_pixels)
 
-    def work(batch):
-        images = [open_image(data, max_pixels=limit, name=source) for source, _, data in batch]
+    def work(codec, batch):
+        images = [open_image(data, max_pixels=codec.max_pixels, name=shown(source)) for source, _, data in batch]
         files = codec.compress_many(images)
         results = []
         for (source, target, data), image, file in zip(batch, images, files):
             bpp = 8 * len(file) / (image.width * image.height)
             record = {"input": source, "output": target, "width": image.width, "height": image.height,
                       "bytes": len(file), "bpp": round(bpp, 4), "input_bytes": len(data),
-                      "line": f"{source}: {image.width}x{image.height} -> {len(file)} B ({bpp:.3f} bpp)"}
+                      "line": f"{shown(source)}: {image.width}x{image.height} -> {len(file)} B ({bpp:.3f} bpp)"}
             results.append((record, file))
         return results
 
-    records = run_batched(ctx, "compress", inputs, targets, force, work)
+    def summary(records):
+        return (f"{len(records)} files, {sum(r['input_bytes'] for r in records):,} B -> "
+                f"{sum(r['bytes'] for r in records):,} B ({bits_per_pixel(records)})")
+
+    # one image at a time: the bar moves per file, and on a CPU batching made compression no faster
+    records = run_batched(ctx, "compress", inputs, targets, force=force, what="compressed data", load=load,
+                          work=work, summary=summary, batch_size=1)
     if as_json:
         emit_json(records)
 
 
 @click.command(context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", type=click.Path(), help="Output file (one input) or folder (several); "
-              "the suffix picks the format (PNG by default).")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output file (one input) or existing folder (several); its suffix picks the format "
+                   "(.png, .webp, .jpg...); '-' for stdout (PNG).  "
+                   "[default: beside each input, its suffix replaced by .png; stdout for stdin]")
 @codec_options
 def decompress(ctx: click.Context, inputs, output, model, force, as_json, max_pixels) -> None:
     """Decode .stkc files to images ('-' for stdin/stdout, PNG)."""
     from pathlib import Path
 
-    from .imageio import encode_image
+    from .imageio import encode_image, image_format
 
-    targets, codec = prepare(inputs, output, ".png", model, as_json, max_pixels)
+    targets, load = prepare(ctx, inputs, output, ".png", model, as_json, max_pixels)
+    for target in targets:
+        if target != "-":
+            image_format(Path(target).suffix, target)  # refuses -o out.stkc before decoding
 
-    def work(batch):
-        images = codec.decompress_many([data for _, _, data in batch], [source for source, _, _ in batch])
+    def work(codec, batch):
+        images = codec.decompress_many([data for _, _, data in batch], [shown(source) for source, _, _ in batch])
         results = []
         for (source, target, data), image in zip(batch, images):
             encoded = encode_image(image, Path(target).suffix if target != "-" else ".png")
             record = {"input": source, "output": target, "width": image.width, "height": image.height,
-                      "bytes": len(data), "line": f"{source}: {len(data)} B -> {image.width}x{image.height} {target}"}
+                      "bytes": len(data), "output_bytes": len(encoded),
+                      "line": f"{shown(source)}: {len(data)} B -> {image.width}x{image.height} "
+                              f"{shown(target, 'stdout')}"}
             results.append((record, encoded))
         return results
 
-    records = run_batched(ctx, "decompress", inputs, targets, force, work)
+    def summary(records):
+        return (f"{len(records)} files, {sum(r['bytes'] for r in records):,} B ({bits_per_pixel(records)}) -> "
+                f"{sum(r['output_bytes'] for r in records):,} B")
+
+    # decoding is batched (the prior's KV cache runs many files at once, about 3x faster than one
+    # by one); 16 keeps most of that while the bar still moves every few seconds
+    records = run_batched(ctx, "decompress", inputs, targets, force=force, what="image data", load=load,
+                          work=work, summary=summary, batch_size=16)
     if as_json:
         emit_json(records)
 
@@ -197,7 +278,7 @@ def decompress(ctx: click.Context, inputs, output, model, force, as_json, max_pi
 @click.command(context_settings=CONTEXT)
 @click.argument("file", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the header as JSON.")
-@click.option("--max-pixels", type=click.IntRange(1), default=None, help="Refuse larger images (default 64 Mpx).")
+@MAX_PIXELS_OPTION
 def info(file, as_json, max_pixels) -> None:
     """Show what a .stkc header says (no model needed)."""
     import json
@@ -209,18 +290,21 @@ def info(file, as_json, max_pixels) -> None:
     if as_json:
         click.echo(json.dumps(described, indent=2))
         return
+    described["shipped_model"] = described["shipped_model"] or "not a shipped model"
     for key, value in described.items():
-        shown = "x".join(map(str, value)) if isinstance(value, list) else value
-        click.echo(f"{key.replace('_', ' ')}: {shown}")
+        text = "x".join(map(str, value)) if isinstance(value, list) else value
+        click.echo(f"{key.replace('_', ' ')}: {text}")
 
 
 @click.command("bench", context_settings=CONTEXT)
 @click.argument("data_dir", required=False, type=click.Path())
 @click.option("--codecs", default="jpeg,webp,avif,jxl,stkc", show_default=True,
               help="Comma-separated codecs to compare (jpeg, webp, avif, jxl, stkc).")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Use N images, spread evenly over the sorted folder.")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Use N images, spread evenly over the sorted folder.  [default: all]")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-@click.option("--plot", type=click.Path(), help="Write a PSNR-vs-bpp plot here (PNG; needs the plot extra).")
+@click.option("--plot", type=click.Path(),
+              help="Write a PSNR-vs-bpp plot here (PNG; needs the plot extra).  [default: no plot]")
 @click.option("--model", default="default", show_default=True, help=MODEL_HELP)
 @click.pass_context
 def bench_command(ctx: click.Context, data_dir, codecs, limit, as_json, plot, model) -> None:

@@ -12,7 +12,7 @@ import importlib
 import click
 from click.core import ParameterSource
 
-from .cli_common import CONTEXT, MODEL_HELP, Group, say
+from .cli_common import CONTEXT, MODEL_HELP, Failures, Group, say
 
 
 class ConfigOption(click.Option):
@@ -271,6 +271,7 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
 @click.pass_context
 def tokenize(ctx: click.Context, data_dir, output, tokenizer_path, mirrored, force) -> None:
     """Tokenize every image under DATA_DIR (for `stkc train prior`)."""
+    import time
     from pathlib import Path
 
     from .checkpoint import atomic_save, load_model
@@ -279,7 +280,8 @@ def tokenize(ctx: click.Context, data_dir, output, tokenizer_path, mirrored, for
     from .progress import make_progress
     from .zoo import resolve
 
-    check_writable(Path(output), force=force)
+    started = time.perf_counter()
+    check_writable(Path(output), force=force, inputs=[tokenizer_path] if tokenizer_path else [])
     tokenizer = load_model(tokenizer_path or resolve(None) / "tokenizer.pt", kind="tokenizer")
     count = len(find_images(data_dir))
     with make_progress(disable=ctx.obj["quiet"]) as progress:
@@ -288,7 +290,8 @@ def tokenize(ctx: click.Context, data_dir, output, tokenizer_path, mirrored, for
     atomic_save(payload, output)
     grids = payload["tokens"]
     say(ctx, f"{output}: {len(grids)} grids of {grids.shape[1]}x{grids.shape[2]} tokens "
-             f"(tokenizer {tokenizer.model_id[:12]})")
+             f"(tokenizer {tokenizer.model_id[:12]}), {Path(output).stat().st_size:,} B, "
+             f"{time.perf_counter() - started:.1f} s")
 
 
 @click.command(context_settings=CONTEXT)
@@ -304,16 +307,22 @@ def tokenize(ctx: click.Context, data_dir, output, tokenizer_path, mirrored, for
 @click.pass_context
 def generate(ctx: click.Context, count, output_dir, seed, temperature, top_k, sheet, model, force) -> None:
     """Sample new images from the prior."""
+    import time
     from pathlib import Path
 
+    from .errors import StkcError
     from .generate import contact_sheet, generate_images
-    from .imageio import atomic_write, check_writable, encode_image
+    from .imageio import atomic_write, cannot_write, check_writable, encode_image
     from .progress import make_progress
     from .zoo import CodecModel
 
+    started = time.perf_counter()
     folder = Path(output_dir)
     targets = [folder / f"{index:04d}.png" for index in range(count)]
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise cannot_write(folder, error) from None
     for target in targets + ([Path(sheet)] if sheet else []):
         check_writable(target, force=force)
     codec_model = CodecModel.load(model)
@@ -321,8 +330,16 @@ def generate(ctx: click.Context, count, output_dir, seed, temperature, top_k, sh
         task = progress.add_task("generate", total=codec_model.tile[0], info=f"{count} images")
         images = generate_images(codec_model, count, seed=seed, temperature=temperature, top_k=top_k,
                                  on_row=lambda: progress.advance(task))
-    for target, image in zip(targets, images):
-        atomic_write(target, encode_image(image, ".png"), force=force)
-    if sheet:
-        atomic_write(Path(sheet), encode_image(contact_sheet(images), ".png"), force=force)
-    say(ctx, f"{count} images in {folder}" + (f", sheet {sheet}" if sheet else ""))
+    outputs = list(zip(targets, images)) + ([(Path(sheet), contact_sheet(images))] if sheet else [])
+    failures, written = Failures(), 0
+    for target, image in outputs:
+        try:
+            data = encode_image(image, ".png")
+            atomic_write(target, data, force=force)
+            written += len(data)
+        except StkcError as error:  # the other images are still written
+            failures.report(error)
+    say(ctx, f"{count} images in {folder}" + (f", sheet {sheet}" if sheet else "") +
+        f", {written:,} B, {time.perf_counter() - started:.1f} s" +
+        (f"; {len(failures.errors)} not written" if failures.errors else ""))
+    failures.exit(ctx)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadInputError, OutputError
 
 HIGH_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+INTERNAL_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # `<_io.BytesIO object at 0x7f...>` in Pillow's messages
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -47,17 +50,52 @@ def open_image(source: str | Path | bytes, *, max_pixels: int, name: str | None 
             return to_rgb(image)
     except Image.DecompressionBombError as error:
         raise BadInputError(f"{name}: refused as a decompression bomb ({error})") from None
+    except UnidentifiedImageError:  # its message names a BytesIO object, which tells a user nothing
+        raise BadInputError(f"{name}: not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
-        raise BadInputError(f"{name}: not an image Pillow can read ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+        detail = INTERNAL_REPR.sub("", str(error).split("\n")[0]).strip() or type(error).__name__
+        raise BadInputError(f"{name}: not an image Pillow can read ({detail})") from None
 
 
-def check_writable(path: Path, *, force: bool) -> None:
-    if path.exists() and not force:
-        raise OutputError(f"{path}: exists (use --force to replace it)")
-    if path.exists() and path.is_dir():
+def cannot_write(path: Path | str, error: OSError) -> OutputError:
+    """The one line for an OS refusal: `cannot write ro/a.stkc: read-only file system`."""
+    return OutputError(f"cannot write {path}: {(error.strerror or str(error)).lower()}")
+
+
+def check_writable(path: Path, *, force: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse, before any long work, an output that is one of `inputs` (by any path, `force` or not),
+    exists (without `force`), is a folder, or whose folder cannot take a new file.
+
+    The folder is probed by creating and removing a file in it: only trying tells, since root
+    ignores permission bits while /proc, read-only mounts and a path under a file refuse anyway.
+    """
+    refuse_existing(path, force=force, inputs=inputs)
+    try:
+        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part"):
+            pass
+    except OSError as error:
+        raise cannot_write(path, error) from None
+
+
+def refuse_existing(path: Path, *, force: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """check_writable without the probe: what the path's name alone says."""
+    if path.is_dir():
         raise OutputError(f"{path}: is a folder")
+    if path.exists():
+        source = next((source for source in inputs if source != "-" and same_file(path, source)), None)
+        if source is not None:
+            raise OutputError(f"{path}: is the input {source} (choose another output)")
+        if not force:
+            raise OutputError(f"{path}: exists (use --force to replace it)")
     if not path.parent.exists():
         raise OutputError(f"{path}: folder {path.parent} does not exist")
+
+
+def same_file(path: Path, other: str | Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # either one absent or unreadable: not the same file
+        return False
 
 
 def default_file_mode() -> int:
@@ -68,9 +106,13 @@ def default_file_mode() -> int:
 
 
 def atomic_write(path: Path, data: bytes, *, force: bool) -> None:
-    """Write `data` to `path` via a temporary file and a rename: the output is whole or absent."""
-    check_writable(path, force=force)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    """Write `data` to `path` via a temporary file and a rename: the output is whole or absent.
+    An OS refusal (read-only, full disk) is an OutputError naming `path`."""
+    refuse_existing(path, force=force)
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as error:
+        raise cannot_write(path, error) from None
     try:
         os.chmod(temporary, default_file_mode())  # mkstemp's 0600 would surprise whoever shares the file
         with os.fdopen(handle, "wb") as file:
@@ -80,21 +122,30 @@ def atomic_write(path: Path, data: bytes, *, force: bool) -> None:
         if not force and path.exists():
             raise OutputError(f"{path}: exists (use --force to replace it)")
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise cannot_write(path, error) from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
+def image_format(suffix: str, name: str = "output") -> str:
+    """The Pillow format a file suffix names (PNG when unknown), refusing .stkc: a decoded image
+    written back as .stkc would be a second, lossier compression."""
+    found = Image.registered_extensions().get(suffix.lower(), "PNG")
+    if found == "STKC":
+        raise OutputError(f"{name}: cannot write a decoded image as .stkc (use `stkc compress`)")
+    return found
+
+
 def encode_image(image: Image.Image, suffix: str) -> bytes:
     """The bytes of `image` in the format its file suffix names (PNG when unknown)."""
-    formats = Image.registered_extensions()
-    image_format = formats.get(suffix.lower(), "PNG")
-    if image_format == "STKC":
-        raise OutputError("cannot write a decoded image as .stkc (use `stkc compress`)")
+    format_name = image_format(suffix)
     buffer = io.BytesIO()
-    options = {"quality": 95} if image_format in {"JPEG", "WEBP"} else {}
+    options = {"quality": 95} if format_name in {"JPEG", "WEBP"} else {}
     try:
-        image.save(buffer, format=image_format, **options)
+        image.save(buffer, format=format_name, **options)
     except (OSError, ValueError, KeyError) as error:
-        raise OutputError(f"cannot write {image_format} ({error})") from None
+        raise OutputError(f"cannot write {format_name} ({error})") from None
     return buffer.getvalue()

@@ -14,9 +14,7 @@ import math
 from importlib import resources
 from pathlib import Path
 
-from .checkpoint import load_model
 from .errors import BadInputError, ModelMismatchError
-from .exact import exact_prior
 
 DEFAULT = "default"
 FRAME = (100, 150)  # pixels (rows, cols) that one tile covers: a whole SuperTuxKart frame
@@ -55,6 +53,8 @@ class CodecModel:
     """A tokenizer and a prior that were trained together, with one identity."""
 
     def __init__(self, tokenizer, prior) -> None:
+        from .exact import exact_prior  # here, not above: `stkc info` needs zoo without torch
+
         if prior.config.vocab_size != tokenizer.codebook_size:
             raise ModelMismatchError(
                 f"prior predicts {prior.config.vocab_size} symbols, tokenizer makes {tokenizer.codebook_size}")
@@ -74,6 +74,8 @@ class CodecModel:
 
     @classmethod
     def load(cls, model: str | Path | None = None) -> "CodecModel":
+        from .checkpoint import load_model
+
         folder = resolve(model)
         loaded = cls(load_model(folder / "tokenizer.pt", kind="tokenizer"), load_model(folder / "prior.pt", kind="prior"))
         expected = shipped()["models"].get(folder.name) if folder.parent == models_dir() else None

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from stkcodec import __version__
+from stkcodec import __version__, bitstream
 from stkcodec.cli import main
 
 from .conftest import make_image
@@ -45,7 +45,7 @@ def test_compress_decompress_info_round_trip(runner, workdir, tiny_model_dir):
     assert "kart.png: 150x100 -> " in result.stderr and "bpp" in result.stderr
     result = invoke(runner, ["info", "kart.stkc", "--json"])
     header = json.loads(result.stdout)
-    assert header["width"] == 150 and header["token_grid"] == [20, 30] and header["format_version"] == 1
+    assert header["width"] == 150 and header["token_grid"] == [20, 30] and header["format_version"] == bitstream.VERSION
     assert header["file_bytes"] == Path("kart.stkc").stat().st_size
     assert "model id" in invoke(runner, ["info", "kart.stkc"]).output
     result = invoke(runner, ["decompress", "kart.stkc", "-o", "back.webp", "--model", tiny_model_dir])
@@ -125,7 +125,7 @@ def test_wrong_model_is_exit_code_3(runner, workdir, tiny_model_dir, tmp_path):
     save_model(prior, other / "prior.pt")
     result = invoke(runner, ["decompress", "kart.stkc", "-o", "k2.png", "--model", other])
     assert result.exit_code == 3 and "unknown model" in result.output
-    assert invoke(runner, ["compress", "kart.png", "--model", tmp_path / "nowhere"]).exit_code == 2
+    assert invoke(runner, ["compress", "kart.png", "-o", "k3.stkc", "--model", tmp_path / "nowhere"]).exit_code == 2
 
 
 def test_max_pixels(runner, workdir, tiny_model_dir):
