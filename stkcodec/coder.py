@@ -25,8 +25,7 @@ from .schedule import plan
 
 CHUNK_TILES = 16  # part of the format: it fixes the order of the symbols
 MAX_BATCH_TILES = 64  # tiles per batched KV-cache decoding step (speed only)
-ENCODE_BATCH_TILES = 4  # tiles per teacher-forced pass: its attention scores are (n, heads, T, T) float64
-# (a group prior's are (n, heads, 1 + 2T, 1 + T): a quarter as many tiles per pass)
+ENCODE_BATCH_TILES = 4  # tiles per encoder pass: a raster prior's attention scores are (n, heads, T, T) float64
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 Tile = tuple[int, int, int, int]  # row0, row1, col0, col1 on the token grid
@@ -70,15 +69,15 @@ def encode_grids(prior: ExactPrior, grids: list[torch.Tensor], tile: tuple[int, 
     are the same as coding each grid alone. `on_tiles(n)` hears of every n tiles coded.
     """
     encoders = [constriction.stream.queue.RangeEncoder() for _ in grids]
-    per_pass = max(1, ENCODE_BATCH_TILES // 4) if isinstance(prior, ExactGroupPrior) else ENCODE_BATCH_TILES
     for shape, members in _group_by_shape([tuple(g.shape) for g in grids]).items():
         for chunk in coding_chunks(*shape, *tile):
             order = prior.symbol_order(chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2])
             for batch in _member_batches(members, chunk, ENCODE_BATCH_TILES):
                 tiles = torch.cat([_cut(grids[i], chunk) for i in batch])  # (len(batch)*n, th, tw)
                 weights = np.empty((*tiles.flatten(1).shape, prior.config.vocab_size))  # (len(batch)*n, T, V)
-                for start in range(0, len(tiles), per_pass):
-                    weights[start : start + per_pass] = prior.weights(prior.logits(tiles[start : start + per_pass]))
+                for start in range(0, len(tiles), ENCODE_BATCH_TILES):
+                    part = slice(start, start + ENCODE_BATCH_TILES)
+                    weights[part] = prior.weights(prior.coding_logits(tiles[part]))
                 for slot, index in enumerate(batch):
                     own = slice(slot * len(chunk), (slot + 1) * len(chunk))
                     symbols = tiles[own].flatten(1).numpy()[:, order].T.reshape(-1).astype(np.int32)  # position-major

@@ -77,8 +77,9 @@ def _exp2_table(top_bits: int) -> np.ndarray:
 def exp2_weights(exponents: np.ndarray, top_bits: int) -> np.ndarray:
     """Integer weights round(2**top_bits * 2**(-z / EXP_STEPS)) of integer-valued z >= 0 (float64),
     one lookup per element."""
-    table = _exp2_table(top_bits)
-    return table.take(np.minimum(exponents, len(table) - 1).astype(np.int32))
+    # mode="clip" sends every z past the table to its last entry, 0; int64 (intp) indices
+    # spare NumPy a conversion that costs more than the lookup.
+    return _exp2_table(top_bits).take(exponents.astype(np.int64), mode="clip")
 
 
 def to_exponents(values: np.ndarray, scale: float) -> np.ndarray:
@@ -169,12 +170,16 @@ class ExactPrior:
         return self.token_table[inputs] + self.row_table[rows_of] + self.col_table[cols_of]
 
     def _attention(self, layer: dict, x: np.ndarray, cache: ExactCache | None, index: int,
-                   keys: int | None, mask: np.ndarray | None) -> np.ndarray:
+                   keys: int | None, mask: np.ndarray | None, first: int = 0) -> np.ndarray:
         """Causal self-attention (raster); or, with `keys`, the first `keys` entries are the keys
-        and values, and `mask` (T, keys) says what each entry sees (None: every cached key)."""
+        and values, and `mask` (T, keys) says what each entry sees (None: every cached key).
+        Outputs for the entries from `first` on (the others only give keys and values)."""
         batch, length, dim = x.shape
         qkv = layer["qkv"](x).reshape(batch, length, 3, self.n_heads, dim // self.n_heads).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, T, hd)
+        q, k, v = qkv[0][:, :, first:], qkv[1], qkv[2]  # (B, H, T, hd)
+        length -= first
+        if mask is not None:
+            mask = mask[first:]
         if keys is not None:
             k, v = k[:, :, :keys], v[:, :, :keys]
         past = 0
@@ -199,12 +204,16 @@ class ExactPrior:
     def _run(self, x: np.ndarray, cache: ExactCache | None, *, keys: int | None = None,
              mask: np.ndarray | None = None, readout: slice = slice(None)) -> np.ndarray:
         """Integer logits (units 2**-FRAC_BITS) of the entries `readout` of x (B, T, d)."""
+        last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
-            x = x + self._attention(layer, layer["norm1"](x), cache, index, keys, mask)
+            # The last layer's outputs count only for `readout` (a group prior's queries): the
+            # entries before it only give that layer its keys and values.
+            first = (readout.start or 0) if index == last and keys is not None else 0
+            x = x[:, first:] + self._attention(layer, layer["norm1"](x), cache, index, keys, mask, first)
             x = x + layer["down"](np.maximum(layer["up"](layer["norm2"](x)), 0.0))
         if cache is not None:
-            cache.length += x.shape[1] if keys is None else keys
-        return self.head(self.norm(x[:, readout]))
+            cache.length += (x.shape[1] + first) if keys is None else keys
+        return self.head(self.norm(x if first else x[:, readout]))
 
     def logits(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
         """Teacher-forced integer logits (B, h*w, vocab) of token grids (B, h, w)."""
@@ -217,6 +226,10 @@ class ExactPrior:
     def symbol_order(self, rows: int, cols: int) -> np.ndarray:
         """Raster indices of a tile's cells in the order they are coded."""
         return np.arange(rows * cols)
+
+    def coding_logits(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
+        """The integer logits (B, h*w, vocab) an encoder codes with: the teacher-forced pass."""
+        return self.logits(tokens)
 
     def new_cache(self, batch: int, length: int) -> ExactCache:
         head_dim = self.config.d_model // self.n_heads
@@ -268,6 +281,22 @@ class ExactGroupPrior(ExactPrior):
         mask = key_group[None, :] <= row_limit[:, None]  # (1 + 2T, 1 + T)
         logits = self._run(x, None, keys=1 + length, mask=mask, readout=slice(1 + length, None))
         return logits[:, np.argsort(tile.order)]
+
+    def coding_logits(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
+        """The integer logits (B, h*w, vocab), raster order, that an encoder codes with: the
+        decoder's own group steps (the same integers as `logits`, at about half its work, since
+        they skip what the teacher-forced pass's masks throw away)."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        batch, rows, cols = tokens.shape
+        tile = plan(self.schedule, rows, cols)
+        flat = tokens.reshape(batch, rows * cols)
+        logits = np.empty((batch, rows * cols, self.config.vocab_size))
+        cache = self.new_cache(batch, 1 + rows * cols)
+        for group in range(tile.count):
+            before = tile.members(group - 1) if group else None
+            logits[:, tile.members(group)] = self.group_step(flat[:, before] if group else None, before,
+                                                             tile.members(group), cols, cache)
+        return logits
 
     def group_step(self, context: np.ndarray | None, context_cells: np.ndarray | None, cells: np.ndarray,
                    cols: int, cache: ExactCache) -> np.ndarray:

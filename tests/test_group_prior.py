@@ -97,6 +97,7 @@ def test_exact_group_steps_equal_the_teacher_forced_pass_bit_for_bit():
         assert np.array_equal(step, full[:, tile.members(group)])
     for index in range(3):  # and the integers of a grid never depend on the others in its batch
         assert np.array_equal(exact.logits(tokens[index : index + 1])[0], full[index])
+    assert np.array_equal(exact.coding_logits(tokens), full)  # what the encoder codes with
 
 
 def test_exact_group_prior_is_close_to_the_float_one():
