@@ -11,10 +11,12 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import BadInputError
+
+if TYPE_CHECKING:  # numpy is imported where tokens are checked: `stkc info` reads headers without it
+    import numpy as np
 
 MAGIC = b"STK"
 VERSION = 2  # what an encoder writes; a decoder reads every version in HEADERS
@@ -69,6 +71,8 @@ class Header:
     def checksum(self, tokens: np.ndarray) -> int:
         """What `token_crc32` must be for these tokens: version 1 covers the tokens; version 2
         the header's bytes before the checksum as well, so a damaged field never decodes."""
+        import numpy as np
+
         covered = self.pack()[:-4] if self.version >= 2 else b""
         return zlib.crc32(np.ascontiguousarray(tokens, dtype="<u2").tobytes(), zlib.crc32(covered))
 

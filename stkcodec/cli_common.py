@@ -8,6 +8,7 @@ import sys
 import click
 
 from .errors import StkcError
+from .runtime import configure_threads
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -23,6 +24,7 @@ class UserError(click.ClickException):
 class Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
+            configure_threads()  # before any command imports torch (runtime.py says why)
             return super().invoke(ctx)
         except StkcError as error:
             raise UserError(error) from None

@@ -228,14 +228,18 @@ def train_tokenizer(ctx: click.Context, **options) -> None:
 @config_option("--schedule", default=default("prior", "PriorConfig", "schedule"), show_default=True,
               help="Order of prediction: 'raster' (one token at a time) or a group schedule such as "
                    "'bayer8:1,2,4,8' (stkcodec/schedule.py).")
+@click.option("--start-from", type=click.Path(),
+              help="Start from the weights of another prior of the same shape (its schedule may differ); "
+                   "weights it lacks, such as a group prior's query vector, start fresh.")
 @training_options("prior.pt")
 @click.pass_context
 def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> None:
     """Train the autoregressive prior on token grids."""
     import torch
 
-    from .checkpoint import model_classes
+    from .checkpoint import load_model, model_classes
     from .data import load_tokens
+    from .finetune import start_weights
     from .objectives import PriorObjective
     from .prior import PriorConfig
     from .train import Resumed, settle
@@ -243,6 +247,7 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
 
     resumed = Resumed.read(options["resume"], "prior") if options["resume"] else None
     chosen = chosen_options(ctx, resumed is not None)
+    start_from = chosen.pop("start_from", None)
     tokens_path = data_source(tokens_path, resumed, "train", "tokens_file", "--tokens", required=True)
     valid_tokens = data_source(valid_tokens, resumed, "valid", "tokens_file", "--valid-tokens", required=False)
     train_data = load_tokens(tokens_path)
@@ -255,6 +260,8 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
     torch.manual_seed(run_config.seed)
     build, _ = model_classes("prior")
     model = build(config)
+    if start_from and not resumed:
+        start_weights(model, load_model(start_from, kind="prior"), start_from)
     say(ctx, f"prior: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training grids "
              f"of {tuple(train_data.tokens.shape[1:])}")
     run(model, PriorObjective(), train_data, valid_data, run_config, state=resumed and resumed.state,

@@ -19,6 +19,7 @@ from . import bitstream, zoo
 from .bitstream import Header
 from .coder import decode_grids, encode_grids
 from .errors import BadInputError, ModelMismatchError
+from .patches import pad_to_patches
 from .tokenizer import Tokenizer
 from .zoo import CodecModel
 
@@ -42,9 +43,9 @@ def _windows(rows: int, cols: int) -> list[tuple[int, int, int, int]]:
 
 
 def _padded_array(image: Image.Image, patch: int) -> np.ndarray:
-    array = np.asarray(image.convert("RGB"))
-    pad_h, pad_w = -array.shape[0] % patch, -array.shape[1] % patch
-    return np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge") if pad_h or pad_w else array
+    """(H', W', 3) uint8 pixels, padded to whole patches as the tokenizer pads (patches.py)."""
+    pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None]  # (1, 3, H, W)
+    return pad_to_patches(pixels, patch)[0].permute(1, 2, 0).numpy()
 
 
 def image_tokens(tokenizer: Tokenizer, images: Sequence[Image.Image]) -> list[torch.Tensor]:

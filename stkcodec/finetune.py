@@ -70,3 +70,16 @@ def same_encoder_provenance(kept_from: list[str], resumed: dict | None) -> dict:
         own = [] if "optimizer" in resumed else [resumed["model_id"]]
         ids = [*own, *(resumed.get("provenance") or {}).get("same_encoder_as", []), *ids]
     return {"same_encoder_as": list(dict.fromkeys(ids))}
+
+
+def start_weights(model: torch.nn.Module, other: torch.nn.Module, name: str) -> list[str]:
+    """Copy `other`'s weights into `model` wherever a weight of the same name and shape exists
+    (a group prior from a raster one: the same embeddings and blocks, read in a new order).
+    Returns the names that start fresh; refuses models that share no weight or differ in shape."""
+    own = model.state_dict()
+    theirs = other.state_dict()
+    mismatched = [key for key in theirs if key in own and own[key].shape != theirs[key].shape]
+    if mismatched or not set(own) & set(theirs):
+        raise ModelMismatchError(f"{name}: weights do not fit this model ({', '.join(mismatched[:3]) or 'none shared'})")
+    model.load_state_dict({key: value.float() for key, value in theirs.items() if key in own}, strict=False)
+    return sorted(set(own) - set(theirs))

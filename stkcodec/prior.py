@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoint import ModelFile
 from .schedule import RASTER, plan
 
 
@@ -102,7 +103,7 @@ class Block(nn.Module):
         return x + self.down(F.relu(self.up(self.norm2(x))))
 
 
-class Prior(nn.Module):
+class Prior(nn.Module, ModelFile):
     kind = "prior"
 
     def __init__(self, config: PriorConfig) -> None:
