@@ -77,24 +77,42 @@ def write_output(path: str, data: bytes, force: bool) -> None:
         raise cannot_write("stdout", error) from None
 
 
-def work_each(work, codec, batch: list, failures: Failures) -> list:
-    """`work(codec, batch)`; if it fails, each file alone, so that one bad file does not sink its batch."""
+def work_each(work, codec, batch: list, failures: Failures, tiles: TileBar | None) -> list:
+    """`work(codec, batch, tiles)`; if it fails, each file alone, so that one bad file does not sink its batch."""
     from .errors import StkcError
 
     try:
-        return work(codec, batch)
+        return work(codec, batch, tiles)
     except StkcError as error:
         if len(batch) == 1:
             failures.report(error)
             return [None]
-    return [result for item in batch for result in work_each(work, codec, [item], failures)]
+    return [result for item in batch for result in work_each(work, codec, [item], failures, tiles)]
+
+
+class TileBar:
+    """The bar of a one-file run: it counts the image's tiles, and shows only for an image
+    large enough to wait for (a 150x100 frame is one tile, a 4.5-megapixel photo hundreds)."""
+
+    LARGE = 8  # tiles
+
+    def __init__(self, progress, task, label: str) -> None:
+        self.progress, self.task, self.label = progress, task, label
+
+    def expect(self, tiles: int) -> None:
+        if tiles >= self.LARGE:
+            self.progress.update(self.task, total=tiles, completed=0, visible=True, description=f"{self.label} (tiles)")
+
+    def __call__(self, tiles: int) -> None:
+        self.progress.advance(self.task, tiles)
 
 
 def run_batched(ctx, label: str, inputs, targets, *, force: bool, what: str, load, work, summary,
                 batch_size: int) -> list[dict]:
     """Every output checked first; then, if any can be written, `load()` the codec and run
-    `work(codec, list of (input, target, bytes)) -> list of (record, output bytes)` over batches of
-    `batch_size`, writing each output as soon as it is ready. A bad file is reported and the rest
+    `work(codec, list of (input, target, bytes), tiles) -> list of (record, output bytes)` over
+    batches of `batch_size`, writing each output as soon as it is ready (`tiles`: a TileBar for a
+    one-file run, else None). A bad file is reported and the rest
     go on; a run of several files ends with `summary(records)`, the seconds and the failures."""
     import time
 
@@ -116,8 +134,10 @@ def run_batched(ctx, label: str, inputs, targets, *, force: bool, what: str, loa
         clock = time.perf_counter()
         codec = load()
         seconds["load"] = time.perf_counter() - clock
-    with make_progress(disable=ctx.obj["quiet"] or len(inputs) < 2) as progress:
-        task = progress.add_task(label, total=len(pending), info="")
+    single = len(inputs) == 1
+    with make_progress(disable=ctx.obj["quiet"]) as progress:
+        task = progress.add_task(label, total=len(pending), info="", visible=not single)
+        tiles = TileBar(progress, task, label) if single else None
         for start in range(0, len(pending), batch_size):
             clock = time.perf_counter()
             batch = []
@@ -129,7 +149,7 @@ def run_batched(ctx, label: str, inputs, targets, *, force: bool, what: str, loa
                     progress.advance(task)
             seconds["read"] += time.perf_counter() - clock
             clock = time.perf_counter()
-            results = work_each(work, codec, batch, failures) if batch else []
+            results = work_each(work, codec, batch, failures, tiles) if batch else []
             seconds["code"] += time.perf_counter() - clock
             for (_, target, _), result in zip(batch, results):
                 clock = time.perf_counter()
@@ -141,7 +161,8 @@ def run_batched(ctx, label: str, inputs, targets, *, force: bool, what: str, loa
                 except StkcError as error:
                     failures.report(error)
                 seconds["write"] += time.perf_counter() - clock
-                progress.advance(task)
+                if not single:
+                    progress.advance(task)
     tell(ctx, "seconds: " + ", ".join(f"{stage} {value:.2f}" for stage, value in seconds.items()))
     if len(inputs) > 1:
         failed = f"; {len(failures.errors)} failed" if failures.errors else ""
@@ -210,15 +231,22 @@ def compress(ctx: click.Context, inputs, output, model, force, as_json, max_pixe
 
     targets, load = prepare(ctx, inputs, output, ".stkc", model, as_json, max_pixels)
 
-    def work(codec, batch):
+    def work(codec, batch, tiles):
         images = [open_image(data, max_pixels=codec.max_pixels, name=shown(source)) for source, _, data in batch]
-        files = codec.compress_many(images)
+        if tiles is not None:
+            tiles.expect(sum(codec.tiles(*image.size) for image in images))
+        files = codec.compress_many(images, on_tiles=tiles)
         results = []
         for (source, target, data), image, file in zip(batch, images, files):
             bpp = 8 * len(file) / (image.width * image.height)
+            unusual = codec.unusual(file)
             record = {"input": source, "output": target, "width": image.width, "height": image.height,
-                      "bytes": len(file), "bpp": round(bpp, 4), "input_bytes": len(data),
+                      "bytes": len(file), "bpp": round(bpp, 4), "input_bytes": len(data), "unusual": unusual is not None,
                       "line": f"{shown(source)}: {image.width}x{image.height} -> {len(file)} B ({bpp:.3f} bpp)"}
+            if unusual is not None:
+                click.echo(f"Warning: {shown(source)}: {unusual:.2f} bits per token, more than SuperTuxKart frames cost "
+                           f"({codec.model.usual_bits_per_token:.2f}): unlike what the model was trained on, expect a "
+                           "poor picture (WebP or AVIF may do better)", err=True)
             results.append((record, file))
         return results
 
@@ -244,6 +272,7 @@ def decompress(ctx: click.Context, inputs, output, model, force, as_json, max_pi
     """Decode .stkc files to images ('-' for stdin/stdout, PNG)."""
     from pathlib import Path
 
+    from . import bitstream
     from .imageio import encode_image, image_format
 
     targets, load = prepare(ctx, inputs, output, ".png", model, as_json, max_pixels)
@@ -251,8 +280,12 @@ def decompress(ctx: click.Context, inputs, output, model, force, as_json, max_pi
         if target != "-":
             image_format(Path(target).suffix, target)  # refuses -o out.stkc before decoding
 
-    def work(codec, batch):
-        images = codec.decompress_many([data for _, _, data in batch], [shown(source) for source, _, _ in batch])
+    def work(codec, batch, tiles):
+        if tiles is not None:
+            tiles.expect(sum(codec.tiles(header.width, header.height)
+                             for header, _ in (bitstream.parse(data, max_pixels=codec.max_pixels) for _, _, data in batch)))
+        images = codec.decompress_many([data for _, _, data in batch], [shown(source) for source, _, _ in batch],
+                                       on_tiles=tiles)
         results = []
         for (source, target, data), image in zip(batch, images):
             encoded = encode_image(image, Path(target).suffix if target != "-" else ".png")

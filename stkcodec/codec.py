@@ -143,6 +143,16 @@ class Codec:
     def compress(self, image: Image.Image) -> bytes:
         return self.compress_many([image])[0]
 
+    def unusual(self, data: bytes) -> float | None:
+        """The bits per token of a file this codec wrote, if above what the model's training
+        frames cost (an image unlike them, which it will code poorly); None otherwise, or when
+        the model has no such figure."""
+        header, _ = bitstream.parse(data, max_pixels=self.max_pixels)
+        rows, cols = header.grid
+        bits_per_token = 8 * header.payload_bytes / (rows * cols)
+        limit = self.model.usual_bits_per_token
+        return bits_per_token if limit is not None and bits_per_token > limit else None
+
     def tiles(self, width: int, height: int) -> int:
         """How many tiles of the prior an image of this size codes as (for progress)."""
         p = self.model.tokenizer.config.patch_size

@@ -26,7 +26,8 @@ def models_dir() -> Path:
 
 @functools.cache
 def shipped() -> dict:
-    """models/index.json: {"default": name, "models": {name: codec id hex}}."""
+    """models/index.json: {"default": name, "models": {name: codec id hex}, "usual_bits_per_token":
+    {name: the most a SuperTuxKart frame costs, see benchmarks/unusual_images.py}}."""
     return json.loads((models_dir() / "index.json").read_text())
 
 
@@ -71,6 +72,8 @@ class CodecModel:
         p = tokenizer.config.patch_size
         self.tile = (min(math.ceil(FRAME[0] / p), prior.config.max_rows),
                      min(math.ceil(FRAME[1] / p), prior.config.max_cols))
+        # bits per token above which an image is unlike the frames the model knows (None: no figure)
+        self.usual_bits_per_token: float | None = None
 
     @classmethod
     def load(cls, model: str | Path | None = None) -> "CodecModel":
@@ -81,4 +84,6 @@ class CodecModel:
         expected = shipped()["models"].get(folder.name) if folder.parent == models_dir() else None
         if expected is not None and expected != loaded.model_id.hex():
             raise ModelMismatchError(f"{folder}: codec id {loaded.model_id.hex()}, models/index.json says {expected}")
+        if expected is not None:
+            loaded.usual_bits_per_token = shipped().get("usual_bits_per_token", {}).get(folder.name)
         return loaded
