@@ -285,11 +285,11 @@ def tokenize(ctx: click.Context, data_dir, output, tokenizer_path, mirrored, for
     from .data import find_images, tokenize_folder
     from .imageio import check_writable
     from .progress import make_progress
-    from .zoo import resolve
+    from .zoo import model_file, resolve
 
     started = time.perf_counter()
     check_writable(Path(output), force=force, inputs=[tokenizer_path] if tokenizer_path else [])
-    tokenizer = load_model(tokenizer_path or resolve(None) / "tokenizer.pt", kind="tokenizer")
+    tokenizer = load_model(tokenizer_path or model_file(resolve(None), "tokenizer.pt"), kind="tokenizer")
     count = len(find_images(data_dir))
     with make_progress(disable=ctx.obj["quiet"]) as progress:
         task = progress.add_task("tokenize", total=count * (2 if mirrored else 1), info="")

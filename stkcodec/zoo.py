@@ -45,9 +45,19 @@ def resolve(model: str | Path | None) -> Path:
         raise BadInputError(f"{model}: no such model (give 'default', a shipped model's name, "
                             "or a folder with tokenizer.pt and prior.pt)")
     for name in ("tokenizer.pt", "prior.pt"):
-        if not (folder / name).is_file():
-            raise BadInputError(f"{folder}: lacks {name}")
+        model_file(folder, name)
     return folder
+
+
+def model_file(folder: Path, name: str) -> Path:
+    """`folder/name`; for a shipped model that shares a part with another (index.json's "shares",
+    e.g. a new prior over an older model's tokens), that model's file, so the package holds it once."""
+    if (folder / name).is_file():
+        return folder / name
+    owner = shipped().get("shares", {}).get(folder.name, {}).get(name) if folder.parent == models_dir() else None
+    if owner is not None and (models_dir() / owner / name).is_file():
+        return models_dir() / owner / name
+    raise BadInputError(f"{folder}: lacks {name}")
 
 
 class CodecModel:
@@ -80,7 +90,8 @@ class CodecModel:
         from .checkpoint import load_model
 
         folder = resolve(model)
-        loaded = cls(load_model(folder / "tokenizer.pt", kind="tokenizer"), load_model(folder / "prior.pt", kind="prior"))
+        loaded = cls(load_model(model_file(folder, "tokenizer.pt"), kind="tokenizer"),
+                     load_model(model_file(folder, "prior.pt"), kind="prior"))
         expected = shipped()["models"].get(folder.name) if folder.parent == models_dir() else None
         if expected is not None and expected != loaded.model_id.hex():
             raise ModelMismatchError(f"{folder}: codec id {loaded.model_id.hex()}, models/index.json says {expected}")
