@@ -226,7 +226,11 @@ def bits_per_pixel(records: list[dict]) -> str:
                    "[default: beside each input, its suffix replaced by .stkc; stdout for stdin]")
 @codec_options
 def compress(ctx: click.Context, inputs, output, model, force, as_json, max_pixels) -> None:
-    """Compress images to .stkc files ('-' for stdin/stdout)."""
+    """Compress images to .stkc files ('-' for stdin/stdout).
+
+    The shipped models learnt SuperTuxKart frames. Other images (photos, screenshots, line art)
+    compress worse than with WebP and lose detail and colour; stkc warns when an image looks
+    like one (see the README's table). Gray images come back gray; alpha is not kept."""
     from .imageio import open_image
 
     targets, load = prepare(ctx, inputs, output, ".stkc", model, as_json, max_pixels)

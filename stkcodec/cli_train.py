@@ -302,12 +302,15 @@ def tokenize(ctx: click.Context, data_dir, output, tokenizer_path, mirrored, for
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("-n", "--count", type=click.IntRange(1, 4096), default=16, show_default=True)
+@click.option("-n", "--count", type=click.IntRange(1, 4096), default=16, show_default=True,
+              help="How many frames to draw.")
 @click.option("-o", "--output", "output_dir", default="generated", show_default=True, type=click.Path(),
               help="Folder for the PNG files.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True)
-@click.option("--top-k", type=click.IntRange(1), default=None)
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed draws the same frames.")
+@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="Below 1: safer, blander frames; above 1: wilder ones.")
+@click.option("--top-k", type=click.IntRange(1), default=None,
+              help="Draw each token from the k likeliest only.  [default: all]")
 @click.option("--sheet", type=click.Path(), help="Also write all images as one contact sheet (PNG).")
 @click.option("--model", default="default", show_default=True, help=MODEL_HELP)
 @click.option("--force", is_flag=True, help="Replace existing outputs.")
