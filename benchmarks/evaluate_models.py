@@ -36,7 +36,7 @@ def main() -> None:
     report.update(PriorObjective().evaluate(model.prior, tokens, device=device, limit=None))
     exact_bits = 0.0
     for batch in tokens.batches(32):
-        weights = torch.from_numpy(model.exact_prior.weights(model.exact_prior.logits(batch)))
+        weights = torch.from_numpy(model.exact_prior.weights(model.exact_prior.coding_logits(batch)))
         chosen = weights.gather(-1, batch.flatten(1)[..., None])[..., 0]
         exact_bits -= float(torch.log2(chosen / weights.sum(-1)).sum())
     report["exact_bits_per_image"] = exact_bits / len(grids)
