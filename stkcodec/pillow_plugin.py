@@ -16,7 +16,7 @@ class StkcImageFile(ImageFile.ImageFile):
         header, _ = bitstream.parse(data, name=getattr(self.fp, "name", "image"))
         self._stkc_data = data
         self._size = (header.width, header.height)
-        self._mode = "RGB"
+        self._mode = header.mode  # RGB, or L for a gray original
         self.info["stkc"] = header.describe()
         self.tile = []
 
