@@ -8,6 +8,14 @@
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# Idle OpenMP threads that sleep instead of spinning, unless the user chose: with spinning ones,
+# a program that decodes beside another busy process on the same cores ran several times slower
+# (runtime.py). OpenMP reads this once, when torch is first imported, so it only helps a program
+# that imports stkcodec before torch; the stkc command sets it itself.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .errors import BadInputError, ModelMismatchError, OutputError, StkcError  # noqa: E402
 from .pillow_plugin import register as _register_pillow  # noqa: E402
 
@@ -22,7 +30,8 @@ def compress(image):
 
 
 def decompress(data: bytes):
-    """`.stkc` bytes -> an RGB PIL image of the original size, with the shipped default model."""
+    """`.stkc` bytes -> a PIL image (RGB, or L for a gray original) of the original size, decoded
+    by the shipped model that wrote it."""
     from .codec import decompress as run
 
     return run(data)

@@ -248,9 +248,10 @@ def compress(ctx: click.Context, inputs, output, model, force, as_json, max_pixe
                       "bytes": len(file), "bpp": round(bpp, 4), "input_bytes": len(data), "unusual": unusual is not None,
                       "line": f"{shown(source)}: {image.width}x{image.height} -> {len(file)} B ({bpp:.3f} bpp)"}
             if unusual is not None:
-                click.echo(f"Warning: {shown(source)}: {unusual:.2f} bits per token, more than SuperTuxKart frames cost "
-                           f"({codec.model.usual_bits_per_token:.2f}): unlike what the model was trained on, expect a "
-                           "poor picture (WebP or AVIF may do better)", err=True)
+                low, high = codec.model.usual_bits_per_token
+                click.echo(f"Warning: {shown(source)}: {unusual:.2f} bits per token, outside the {low:.2f}-{high:.2f} "
+                           "of SuperTuxKart frames: unlike what the model was trained on, expect a poor picture "
+                           "(WebP or AVIF may do better)", err=True)
             results.append((record, file))
         return results
 

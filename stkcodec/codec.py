@@ -23,7 +23,7 @@ from .patches import pad_to_patches
 from .tokenizer import Tokenizer
 from .zoo import CodecModel
 
-WINDOW = 48  # grid cells per side of a tokenizer window (halo excluded)
+WINDOW = 32  # grid cells per side of a tokenizer window (halo excluded)
 IMAGES_PER_BATCH = 32
 MAX_SIDE = 65535  # the header stores width and height as uint16
 
@@ -144,14 +144,14 @@ class Codec:
         return self.compress_many([image])[0]
 
     def unusual(self, data: bytes) -> float | None:
-        """The bits per token of a file this codec wrote, if above what the model's training
-        frames cost (an image unlike them, which it will code poorly); None otherwise, or when
-        the model has no such figure."""
+        """The bits per token of a file this codec wrote, if outside what the model's training
+        frames cost (an image unlike them, which it codes poorly: a photo costs more, a flat
+        screenshot or drawing far less); None otherwise, or when the model has no such range."""
         header, _ = bitstream.parse(data, max_pixels=self.max_pixels)
         rows, cols = header.grid
         bits_per_token = 8 * header.payload_bytes / (rows * cols)
-        limit = self.model.usual_bits_per_token
-        return bits_per_token if limit is not None and bits_per_token > limit else None
+        usual = self.model.usual_bits_per_token
+        return None if usual is None or usual[0] <= bits_per_token <= usual[1] else bits_per_token
 
     def tiles(self, width: int, height: int) -> int:
         """How many tiles of the prior an image of this size codes as (for progress)."""

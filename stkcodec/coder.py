@@ -81,7 +81,8 @@ def encode_grids(prior: ExactPrior, grids: list[torch.Tensor], tile: tuple[int, 
                 for slot, index in enumerate(batch):
                     own = slice(slot * len(chunk), (slot + 1) * len(chunk))
                     symbols = tiles[own].flatten(1).numpy()[:, order].T.reshape(-1).astype(np.int32)  # position-major
-                    probabilities = weights[own][:, order].transpose(1, 0, 2).reshape(len(symbols), -1)
+                    # position-major, in one copy: (T, n, V) rows in coding order
+                    probabilities = weights[own].transpose(1, 0, 2)[order].reshape(len(symbols), -1)
                     encoders[index].encode(symbols, FAMILY, probabilities)
                 if on_tiles is not None:
                     on_tiles(len(tiles))

@@ -52,7 +52,7 @@ class StkcFrames(Dataset):
         images = self._codec().decompress_many([path.read_bytes() for path in paths], [str(p) for p in paths])
         frames = []
         for image in images:
-            array = np.asarray(image)
+            array = np.array(image)  # a writable copy, which torch.from_numpy wants
             tensor = torch.from_numpy(array[:, :, None] if array.ndim == 2 else array).permute(2, 0, 1).contiguous()
             frames.append(self.transform(tensor) if self.transform is not None else tensor)
         return frames

@@ -27,7 +27,7 @@ def models_dir() -> Path:
 @functools.cache
 def shipped() -> dict:
     """models/index.json: {"default": name, "models": {name: codec id hex}, "usual_bits_per_token":
-    {name: the most a SuperTuxKart frame costs, see benchmarks/unusual_images.py}}."""
+    {name: [low, high] of what SuperTuxKart frames cost, see benchmarks/unusual_images.py}}."""
     return json.loads((models_dir() / "index.json").read_text())
 
 
@@ -82,8 +82,8 @@ class CodecModel:
         p = tokenizer.config.patch_size
         self.tile = (min(math.ceil(FRAME[0] / p), prior.config.max_rows),
                      min(math.ceil(FRAME[1] / p), prior.config.max_cols))
-        # bits per token above which an image is unlike the frames the model knows (None: no figure)
-        self.usual_bits_per_token: float | None = None
+        # (low, high) bits per token of the frames the model knows; outside, an image is unlike them
+        self.usual_bits_per_token: tuple[float, float] | None = None
 
     @classmethod
     def load(cls, model: str | Path | None = None) -> "CodecModel":
@@ -96,5 +96,6 @@ class CodecModel:
         if expected is not None and expected != loaded.model_id.hex():
             raise ModelMismatchError(f"{folder}: codec id {loaded.model_id.hex()}, models/index.json says {expected}")
         if expected is not None:
-            loaded.usual_bits_per_token = shipped().get("usual_bits_per_token", {}).get(folder.name)
+            usual = shipped().get("usual_bits_per_token", {}).get(folder.name)
+            loaded.usual_bits_per_token = tuple(usual) if usual is not None else None
         return loaded

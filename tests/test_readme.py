@@ -57,3 +57,16 @@ def test_quick_start_commands_run(tmp_path, monkeypatch):
         assert decoded.size == source.size
     assert Path("frame0.stkc").read_bytes()[:3] == b"STK"
     assert "python3 -m pytest -q -p no:cacheprovider tests" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_dataset_example_runs(tmp_path, monkeypatch):
+    """The README's DataLoader over compressed frames, on two compressed sample frames."""
+    example, = code_blocks("python", "Training from compressed frames")
+    monkeypatch.chdir(tmp_path)
+    Path("frames").mkdir()
+    for name in ("frame0", "frame1"):
+        shutil.copy(ROOT / "stkcodec" / "samples" / f"{name}.png", f"{name}.png")
+        assert CliRunner().invoke(main, ["compress", f"{name}.png", "-o", f"frames/{name}.stkc"]).exit_code == 0
+    namespace: dict = {}
+    exec(compile(example.replace("batch_size=64", "batch_size=2"), "README.md", "exec"), namespace)
+    assert tuple(namespace["frames"].shape) == (2, 3, 100, 150) and str(namespace["frames"].dtype) == "torch.uint8"

@@ -13,12 +13,14 @@ from .test_cli import invoke, runner, workdir  # noqa: F401 (fixtures)
 def test_unusual_is_the_bits_per_token_above_the_models_figure():
     codec = Codec(CodecModel(*tiny_models()))
     data = codec.compress(make_image(40, 30))
-    assert codec.unusual(data) is None  # no figure: never flagged
-    codec.model.usual_bits_per_token = 0.01
+    assert codec.unusual(data) is None  # no range: never flagged
+    codec.model.usual_bits_per_token = (0.0, 0.01)
     bits = codec.unusual(data)
     assert bits is not None and abs(bits - 8 * (len(data) - 25) / (6 * 8)) < 1e-9
-    codec.model.usual_bits_per_token = bits + 0.1
+    codec.model.usual_bits_per_token = (bits - 0.1, bits + 0.1)
     assert codec.unusual(data) is None
+    codec.model.usual_bits_per_token = (bits + 0.1, bits + 5)  # too cheap is unusual too (a flat drawing)
+    assert codec.unusual(data) == bits
 
 
 def test_compress_warns_on_stderr_and_in_json(runner, workdir, tiny_model_dir, monkeypatch):
@@ -26,7 +28,7 @@ def test_compress_warns_on_stderr_and_in_json(runner, workdir, tiny_model_dir, m
 
     def strict(model=None):
         loaded = load(model)
-        loaded.usual_bits_per_token = 0.01  # every image is unusual for this model
+        loaded.usual_bits_per_token = (0.0, 0.01)  # every image is unusual for this model
         return loaded
 
     monkeypatch.setattr(CodecModel, "load", staticmethod(strict))
@@ -42,7 +44,7 @@ def test_compress_warns_on_stderr_and_in_json(runner, workdir, tiny_model_dir, m
 def test_shipped_models_carry_their_figure():
     figures = zoo.shipped().get("usual_bits_per_token", {})
     assert set(figures) <= set(zoo.shipped()["models"]) and zoo.shipped()["default"] in figures
-    assert all(2.0 < value < 12.0 for value in figures.values())
+    assert all(0.0 < low < 3.0 < 5.0 < high < 12.0 for low, high in figures.values())
 
 
 def test_one_large_image_shows_its_tiles(runner, workdir, tiny_model_dir, monkeypatch):
