@@ -19,6 +19,7 @@ from . import bitstream, zoo
 from .bitstream import Header
 from .coder import decode_grids, encode_grids
 from .errors import BadInputError, ModelMismatchError
+from .memory import release_free_memory
 from .patches import pad_to_patches
 from .tokenizer import Tokenizer
 from .zoo import CodecModel
@@ -55,11 +56,14 @@ def image_tokens(tokenizer: Tokenizer, images: Sequence[Image.Image]) -> list[to
     grids = torch.empty(len(images), rows, cols, dtype=torch.int64)
     for start in range(0, len(images), IMAGES_PER_BATCH):
         arrays = np.stack([_padded_array(image, p) for image in images[start : start + IMAGES_PER_BATCH]])
-        for r0, r1, c0, c1 in _windows(rows, cols):
+        windows = _windows(rows, cols)
+        for r0, r1, c0, c1 in windows:
             h0, h1, w0, w1 = max(0, r0 - halo), min(rows, r1 + halo), max(0, c0 - halo), min(cols, c1 + halo)
             pixels = torch.from_numpy(arrays[:, h0 * p : h1 * p, w0 * p : w1 * p]).permute(0, 3, 1, 2).float() / 255
             tokens = tokenizer.encode_index(pixels)
             grids[start : start + len(arrays), r0:r1, c0:c1] = tokens[:, r0 - h0 : r1 - h0, c0 - w0 : c1 - w0]
+            if len(windows) > 1:
+                release_free_memory()
     return list(grids)
 
 
@@ -72,11 +76,14 @@ def token_images(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tupl
     for start in range(0, len(grids), IMAGES_PER_BATCH):
         batch = torch.stack(list(grids[start : start + IMAGES_PER_BATCH]))
         canvas = np.empty((len(batch), rows * p, cols * p, 3), dtype=np.uint8)
-        for r0, r1, c0, c1 in _windows(rows, cols):
+        windows = _windows(rows, cols)
+        for r0, r1, c0, c1 in windows:
             h0, h1, w0, w1 = max(0, r0 - halo), min(rows, r1 + halo), max(0, c0 - halo), min(cols, c1 + halo)
             pixels = tokenizer.decode_index(batch[:, h0:h1, w0:w1])  # (B, 3, (h1-h0)p, (w1-w0)p)
             core = pixels[:, :, (r0 - h0) * p : (r1 - h0) * p, (c0 - w0) * p : (c1 - w0) * p]
             canvas[:, r0 * p : r1 * p, c0 * p : c1 * p] = (core * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            if len(windows) > 1:
+                release_free_memory()
         images.extend(Image.fromarray(np.ascontiguousarray(a[:height, :width]), "RGB") for a in canvas)
     return images
 

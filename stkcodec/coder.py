@@ -21,11 +21,13 @@ import torch
 
 from .errors import BadInputError
 from .exact import ExactGroupPrior, ExactPrior
+from .memory import release_free_memory
 from .schedule import plan
 
 CHUNK_TILES = 16  # part of the format: it fixes the order of the symbols
 MAX_BATCH_TILES = 64  # tiles per batched KV-cache decoding step (speed only)
-ENCODE_BATCH_TILES = 4  # tiles per encoder pass: a raster prior's attention scores are (n, heads, T, T) float64
+ENCODE_BATCH_TILES = 2  # tiles per encoder pass: a raster prior's attention scores are (n, heads, T, T) float64
+ENCODE_POSITIONS = 150  # positions per range-coder call when encoding (memory only: the same bytes)
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 Tile = tuple[int, int, int, int]  # row0, row1, col0, col1 on the token grid
@@ -80,10 +82,16 @@ def encode_grids(prior: ExactPrior, grids: list[torch.Tensor], tile: tuple[int, 
                     weights[part] = prior.weights(prior.coding_logits(tiles[part]))
                 for slot, index in enumerate(batch):
                     own = slice(slot * len(chunk), (slot + 1) * len(chunk))
-                    symbols = tiles[own].flatten(1).numpy()[:, order].T.reshape(-1).astype(np.int32)  # position-major
-                    # position-major, in one copy: (T, n, V) rows in coding order
-                    probabilities = weights[own].transpose(1, 0, 2)[order].reshape(len(symbols), -1)
-                    encoders[index].encode(symbols, FAMILY, probabilities)
+                    symbols = tiles[own].flatten(1).numpy()[:, order].T.astype(np.int32)  # (T, n), position-major
+                    # a few positions at a time: a whole chunk's probabilities in coding order would be
+                    # another copy of `weights` (80 MB for 16 tiles)
+                    for first in range(0, len(order), ENCODE_POSITIONS):
+                        rows = order[first : first + ENCODE_POSITIONS]
+                        probabilities = weights[own].transpose(1, 0, 2)[rows].reshape(-1, weights.shape[-1])
+                        encoders[index].encode(symbols[first : first + ENCODE_POSITIONS].reshape(-1), FAMILY,
+                                               probabilities)
+                if len(chunk) > 1:  # a large image: its chunks' arrays would otherwise pile up
+                    release_free_memory()
                 if on_tiles is not None:
                     on_tiles(len(tiles))
     return [encoder.get_compressed().astype("<u4").tobytes() for encoder in encoders]
@@ -110,6 +118,8 @@ def decode_grids(prior: ExactPrior, payloads: list[bytes], shapes: list[tuple[in
                 except (ValueError, RuntimeError, AssertionError, OverflowError) as error:
                     culprit = names[batch[0]] if len(batch) == 1 else "one of " + ", ".join(names[i] for i in batch)
                     raise BadInputError(f"{culprit}: corrupt payload ({error})") from None
+                if len(chunk) > 1:
+                    release_free_memory()
                 if on_tiles is not None:
                     on_tiles(len(batch) * len(chunk))
     return grids
