@@ -8,13 +8,9 @@
 
 __version__ = "0.1.0"
 
-import os as _os
+from .runtime import prefer_sleeping_threads  # noqa: E402
 
-# Idle OpenMP threads that sleep instead of spinning, unless the user chose: with spinning ones,
-# a program that decodes beside another busy process on the same cores ran several times slower
-# (runtime.py). OpenMP reads this once, when torch is first imported, so it only helps a program
-# that imports stkcodec before torch; the stkc command sets it itself.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prefer_sleeping_threads()  # spinning threads made a decoder beside another busy process several times slower
 
 from .errors import BadInputError, ModelMismatchError, OutputError, StkcError  # noqa: E402
 from .pillow_plugin import register as _register_pillow  # noqa: E402

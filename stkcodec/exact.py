@@ -82,9 +82,11 @@ def exp2_weights(exponents: np.ndarray, top_bits: int) -> np.ndarray:
     return _exp2_table(top_bits).take(exponents.astype(np.int64), mode="clip")
 
 
-def to_exponents(values: np.ndarray, scale: float) -> np.ndarray:
-    """Integer exponents (units of 1/EXP_STEPS doubling) of integer `values` * `scale` nats."""
-    return np.round(values * (scale * LOG2_E * EXP_STEPS))
+def to_exponents(values: np.ndarray, scale: float, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Integer exponents (units of 1/EXP_STEPS doubling) of integer `values` * `scale` nats;
+    `out=values` works in place."""
+    product = np.multiply(values, scale * LOG2_E * EXP_STEPS, out=out)
+    return np.round(product, out=product)
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -190,8 +192,7 @@ class ExactPrior:
             k, v = cache.keys[index][:, :, : past + new], cache.values[index][:, :, : past + new]
         # In place where it can be: these (B, H, T, S) arrays dominate the time, and fresh ones page-fault.
         scores = _matmul(q, k.swapaxes(-1, -2))  # (B, H, T, S) integer q.k
-        np.multiply(scores, self.score_scale * LOG2_E * EXP_STEPS, out=scores)
-        np.round(scores, out=scores)  # = to_exponents(q.k, score_scale)
+        to_exponents(scores, self.score_scale, out=scores)
         if mask is not None:
             scores[..., ~mask] = NEG_LARGE
         elif keys is None and length > 1:
@@ -212,7 +213,7 @@ class ExactPrior:
             x = x[:, first:] + self._attention(layer, layer["norm1"](x), cache, index, keys, mask, first)
             x = x + layer["down"](np.maximum(layer["up"](layer["norm2"](x)), 0.0))
         if cache is not None:
-            cache.length += (x.shape[1] + first) if keys is None else keys
+            cache.length += x.shape[1] if keys is None else keys
         return self.head(self.norm(x if first else x[:, readout]))
 
     def logits(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -276,10 +277,7 @@ class ExactGroupPrior(ExactPrior):
         length = rows * cols
         x = np.concatenate([self._start(batch), self._embed(tokens.reshape(batch, length)[:, tile.order], tile.order, cols),
                             self._queries(tile.order, cols, batch)], axis=1)  # (B, 1 + 2T, d)
-        key_group = np.concatenate([[-1], tile.groups])
-        row_limit = np.concatenate([[-1], tile.groups, tile.groups - 1])
-        mask = key_group[None, :] <= row_limit[:, None]  # (1 + 2T, 1 + T)
-        logits = self._run(x, None, keys=1 + length, mask=mask, readout=slice(1 + length, None))
+        logits = self._run(x, None, keys=1 + length, mask=tile.visibility(), readout=slice(1 + length, None))
         return logits[:, np.argsort(tile.order)]
 
     def coding_logits(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -222,10 +222,7 @@ class GroupPrior(Prior):
         length = rows * cols
         x = torch.cat([self._start(batch), self.embed(tokens.flatten(1)[:, order], order, cols),
                        self._queries(order, cols, batch)], dim=1)  # (B, 1 + 2T, d)
-        groups = torch.tensor(tile.groups).to(device)
-        key_group = torch.cat([groups.new_tensor([-1]), groups])  # (1 + T,)
-        row_limit = torch.cat([groups.new_tensor([-1]), groups, groups - 1])  # (1 + 2T,)
-        mask = key_group[None, :] <= row_limit[:, None]  # (1 + 2T, 1 + T)
+        mask = torch.from_numpy(tile.visibility()).to(device)  # (1 + 2T, 1 + T)
         for block in self.blocks:
             x = block(x, keys=1 + length, mask=mask)
         logits = self.head(self.norm(x[:, 1 + length :]))  # (B, T, vocab), schedule order

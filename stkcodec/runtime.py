@@ -31,11 +31,17 @@ def thread_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def configure_threads() -> int:
-    """Set the thread count (and idle threads that sleep) for this process; returns the count.
-    Call it before torch is first imported: OpenMP reads its wait policy once, at start-up."""
-    threads = thread_count()
+def prefer_sleeping_threads() -> None:
+    """Idle OpenMP threads sleep, unless the user chose otherwise. OpenMP reads this once, when
+    torch is first imported: `import stkcodec` calls it, so it helps any program that imports
+    stkcodec before torch, the stkc command included."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def configure_threads() -> int:
+    """Set the thread count for this process (the stkc command, before torch is imported);
+    returns the count."""
+    threads = thread_count()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)

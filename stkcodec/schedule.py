@@ -62,6 +62,15 @@ class Plan:
     def count(self) -> int:
         return len(self.starts) - 1
 
+    def visibility(self) -> np.ndarray:
+        """(1 + 2T, 1 + T) bool, what each entry of a group prior's teacher-forced pass sees: the
+        entries are the start, the contexts in `order`, then the queries in `order`; the keys the
+        start and the contexts. A context of group a sees the start and contexts of groups <= a, a
+        query of group b the start and contexts of groups < b."""
+        key_group = np.concatenate([[-1], self.groups])
+        row_limit = np.concatenate([[-1], self.groups, self.groups - 1])
+        return key_group[None, :] <= row_limit[:, None]
+
     def members(self, group: int) -> np.ndarray:
         """Raster indices of `group`'s cells."""
         return self.order[self.starts[group] : self.starts[group + 1]]
