@@ -8,7 +8,6 @@ would see in a whole-image pass.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -17,7 +16,7 @@ from PIL import Image
 
 from . import bitstream, zoo
 from .bitstream import Header
-from .coder import decode_grids, encode_grids
+from .coder import decode_grids, encode_grids, tile_layout
 from .errors import BadInputError, ModelMismatchError
 from .memory import release_free_memory
 from .patches import pad_to_patches
@@ -162,8 +161,7 @@ class Codec:
 
     def tiles(self, width: int, height: int) -> int:
         """How many tiles of the prior an image of this size codes as (for progress)."""
-        p = self.model.tokenizer.config.patch_size
-        return math.ceil(math.ceil(height / p) / self.model.tile[0]) * math.ceil(math.ceil(width / p) / self.model.tile[1])
+        return len(tile_layout(*self.model.tokenizer.grid_shape(height, width), *self.model.tile))
 
     def tokens_many(self, files: Sequence[bytes], names: Sequence[str] | None = None, *,
                     on_tiles: Callable[[int], None] | None = None) -> list[tuple[Header, torch.Tensor]]:
