@@ -86,12 +86,17 @@ class Sweep:
             return [_json_number(np.nanmean(row) if np.isfinite(row).any() else math.nan, digits) for row in values]
 
         def megapixels_per_s(milliseconds: np.ndarray) -> list:  # all the images' pixels over all their time
-            return [_json_number(np.sum(self.pixels[np.isfinite(row)]) / 1000 / np.nansum(row)
-                                 if np.nansum(row) > 0 else math.nan, 3) for row in milliseconds]
+            # four significant digits: a slow machine's 0.0003 Mpx/s must not round to 0
+            return [_significant(np.sum(self.pixels[np.isfinite(row)]) / 1000 / np.nansum(row)
+                                 if np.nansum(row) > 0 else math.nan) for row in milliseconds]
 
         return dict(zip(RESULT_KEYS, (self.qualities, means(self.bpp, 4), means(self.bytes, 1), means(self.psnr, 3),
                                       means(self.ms_ssim, 5), means(self.encode_ms, 3), means(self.decode_ms, 3),
                                       megapixels_per_s(self.encode_ms), megapixels_per_s(self.decode_ms))))
+
+
+def _significant(value: float, digits: int = 4) -> float | None:
+    return float(f"{value:.{digits}g}") if math.isfinite(value) else None
 
 
 def _json_number(value: float, digits: int) -> float | None:
@@ -104,7 +109,7 @@ def load_frames(paths: Sequence[Path], *, max_pixels: int = 64 * 2**20) -> list[
 
     frames = []
     for path in paths:
-        pixels = np.asarray(open_image(path, max_pixels=max_pixels))
+        pixels = np.asarray(open_image(path, max_pixels=max_pixels).convert("RGB"))
         # A fresh image without format or filename: pillow-jxl would otherwise transcode a JPEG
         # source losslessly instead of encoding the pixels.
         frames.append(Frame(str(path), Image.fromarray(pixels, "RGB"), pixels, Path(path).stat().st_size,

@@ -51,7 +51,11 @@ def model_classes(kind: str) -> tuple[Callable[[Any], nn.Module], type]:
         from . import prior
 
         return getattr(prior, "build_prior", prior.Prior), prior.PriorConfig
-    raise ModelMismatchError(f"unknown model kind {kind!r}, expected 'tokenizer' or 'prior'")
+    if kind == "enhancer":
+        from .enhancer import Enhancer, EnhancerConfig
+
+        return Enhancer, EnhancerConfig
+    raise ModelMismatchError(f"unknown model kind {kind!r}, expected 'tokenizer', 'prior' or 'enhancer'")
 
 
 # Files written before the training recipe left the model config held these fields there too.

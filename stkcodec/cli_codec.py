@@ -207,6 +207,37 @@ def prepare(ctx: click.Context, inputs, output, suffix: str, model: str, as_json
     return targets, load
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".avif", ".gif", ".bmp", ".tif", ".tiff", ".jxl", ".ppm"}
+
+
+def _is_input(output: str, inputs) -> bool:
+    """Whether `output` names one of `inputs` (check_writable refuses that with its own message)."""
+    from pathlib import Path
+
+    target = Path(output).resolve()
+    return any(source != "-" and (Path(source).resolve() == target or
+                                  (target.exists() and Path(source).exists() and Path(source).samefile(target)))
+               for source in inputs)
+
+
+def refuse_suffixes(inputs, output: str | None, force: bool) -> None:
+    """Mistakes `compress` would otherwise make silently: re-encoding a .stkc file (it was decoded
+    once already and loses quality again; --force allows it), and writing .stkc bytes under an
+    image's suffix."""
+    from pathlib import Path
+
+    from .errors import BadInputError
+
+    for source in inputs:
+        if source != "-" and Path(source).suffix.lower() == ".stkc" and not force:
+            raise BadInputError(f"{source}: is a .stkc file already (did you mean decompress? --force "
+                                "re-encodes it, losing quality again)")
+    if output is not None and output != "-" and not Path(output).is_dir() and not _is_input(output, inputs):
+        if Path(output).suffix.lower() in IMAGE_SUFFIXES:
+            raise BadInputError(f"-o {output}: compress writes .stkc files, not {Path(output).suffix} "
+                                "(did you mean decompress?)")
+
+
 def emit_json(records: list[dict]) -> None:
     import json
 
@@ -224,8 +255,18 @@ def bits_per_pixel(records: list[dict]) -> str:
 @click.option("-o", "--output", type=click.Path(),
               help="Output file (one input) or existing folder (several); '-' for stdout.  "
                    "[default: beside each input, its suffix replaced by .stkc; stdout for stdin]")
+@click.option("-q", "--quality", type=int, default=None,
+              help="Quality level: 1 is the base layer alone (smallest), higher levels add an enhancement "
+                   "layer (sharper, larger).  [default: the model's, see stkc info or the README]")
+@click.option("--target-bytes", type=click.IntRange(1), default=None,
+              help="Per image, the largest level whose file fits in this many bytes (level 1 if none does).  "
+                   "[default: none, -q decides]")
+@click.option("--target-psnr", type=float, default=None,
+              help="Per image, the smallest level that reaches this PSNR in dB (the highest if none does).  "
+                   "[default: none, -q decides]")
 @codec_options
-def compress(ctx: click.Context, inputs, output, model, force, as_json, max_pixels) -> None:
+def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_psnr, model, force, as_json,
+             max_pixels) -> None:
     """Compress images to .stkc files ('-' for stdin/stdout).
 
     The shipped models learnt SuperTuxKart frames. Other images (photos, screenshots, line art)
@@ -233,20 +274,42 @@ def compress(ctx: click.Context, inputs, output, model, force, as_json, max_pixe
     like one (see the README's table). Gray images come back gray; alpha is not kept."""
     from .imageio import open_image
 
-    targets, load = prepare(ctx, inputs, output, ".stkc", model, as_json, max_pixels)
+    if sum(option is not None for option in (quality, target_bytes, target_psnr)) > 1:
+        raise click.UsageError("give one of -q/--quality, --target-bytes and --target-psnr")
+    refuse_suffixes(inputs, output, force)
+    targets, load_codec = prepare(ctx, inputs, output, ".stkc", model, as_json, max_pixels)
+
+    def load():
+        codec = load_codec()
+        if quality is not None:
+            codec.check_quality(quality)
+        return codec
+
+    def warn(message: str) -> None:
+        click.echo(f"Warning: {message}", err=True)
 
     def work(codec, batch, tiles):
-        images = [open_image(data, max_pixels=codec.max_pixels, name=shown(source)) for source, _, data in batch]
+        images = [open_image(data, max_pixels=codec.max_pixels, name=shown(source), on_warning=warn)
+                  for source, _, data in batch]
         if tiles is not None:
-            tiles.expect(sum(codec.tiles(*image.size) for image in images))
-        files = codec.compress_many(images, on_tiles=tiles)
+            layers = 2 if (quality or codec.model.default_quality) > 1 or target_bytes or target_psnr else 1
+            tiles.expect(layers * sum(codec.tiles(*image.size) for image in images))
+        files = codec.compress_many(images, quality=quality, target_bytes=target_bytes, target_psnr=target_psnr,
+                                    on_tiles=tiles)
         results = []
         for (source, target, data), image, file in zip(batch, images, files):
+            from . import bitstream
+
+            level = bitstream.parse(file, max_pixels=codec.max_pixels)[0].quality
             bpp = 8 * len(file) / (image.width * image.height)
             unusual = codec.unusual(file)
+            if target_bytes is not None and len(file) > target_bytes:
+                warn(f"{shown(source)}: even level 1 takes {len(file)} B, more than --target-bytes {target_bytes}")
             record = {"input": source, "output": target, "width": image.width, "height": image.height,
-                      "bytes": len(file), "bpp": round(bpp, 4), "input_bytes": len(data), "unusual": unusual is not None,
-                      "line": f"{shown(source)}: {image.width}x{image.height} -> {len(file)} B ({bpp:.3f} bpp)"}
+                      "level": level, "bytes": len(file), "bpp": round(bpp, 4), "input_bytes": len(data),
+                      "unusual": unusual is not None,
+                      "line": f"{shown(source)}: {image.width}x{image.height} -> {len(file)} B "
+                              f"({bpp:.3f} bpp, level {level})"}
             if unusual is not None:
                 low, high = codec.model.usual_bits_per_token
                 click.echo(f"Warning: {shown(source)}: {unusual:.2f} bits per token, outside the {low:.2f}-{high:.2f} "
@@ -329,6 +392,8 @@ def info(file, as_json, max_pixels) -> None:
         click.echo(json.dumps(described, indent=2))
         return
     described["shipped_model"] = described["shipped_model"] or "not a shipped model"
+    if header.enhancement is not None:
+        described["base_bytes"] = f"{header.base_bytes} (cut the file there for a level-1 file)"
     for key, value in described.items():
         text = "x".join(map(str, value)) if isinstance(value, list) else value
         click.echo(f"{key.replace('_', ' ')}: {text}")

@@ -1,4 +1,4 @@
-"""`stkc train tokenizer|prior`, `stkc tokenize`, `stkc generate`.
+"""`stkc train tokenizer|prior|enhancer`, `stkc tokenize`, `stkc generate`.
 
 Defaults shown in -h come from the configs' dataclasses (one place for each); with `--resume`,
 an option left out takes the checkpoint's value, and one given overrides it.
@@ -38,8 +38,12 @@ def default(module: str, config: str, name: str):
     return lookup
 
 
-def training_options(default_output: str):
+def training_options(default_output: str, **defaults):
+    """The options every `stkc train` command has; `defaults` replaces TrainConfig's for this kind."""
+
     def run_default(name: str):
+        if name in defaults:
+            return lambda: defaults[name]
         return default("train", "TrainConfig", name)
 
     options = [
@@ -107,7 +111,7 @@ def data_source(option, resumed, split: str, key: str, flag: str, *, required: b
 
 @click.group(cls=Group, context_settings=CONTEXT)
 def train() -> None:
-    """Train a tokenizer or a prior."""
+    """Train a tokenizer, a prior or an enhancement layer."""
 
 
 def _tokenizer_options(function):
@@ -266,6 +270,86 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
              f"of {tuple(train_data.tokens.shape[1:])}")
     run(model, PriorObjective(), train_data, valid_data, run_config, state=resumed and resumed.state,
         log=lambda m: say(ctx, m))
+
+
+@train.command("enhancer", context_settings=CONTEXT)
+@click.option("--data", type=click.Path(), help="Folder of training frames (recursive).")
+@click.option("--valid", type=click.Path(), help="Folder of validation frames (picks best.pt).")
+@click.option("--frames", type=click.IntRange(1), default=None,
+              help="Use this many training frames, spread over the sorted folder.  [default: all]")
+@click.option("--mirrored/--no-mirrored", default=True, show_default=True,
+              help="Also train on every frame flipped left to right (its own base reconstruction).")
+@click.option("--tokenizer", "tokenizer_path", type=click.Path(),
+              help="The base layer's tokenizer.  [default: the default model's]")
+@click.option("--pairs-cache", type=click.Path(),
+              help="Keep the frames' base reconstructions in this file, and reuse it when it exists.")
+@config_option("--lambdas", default=lambda: ",".join(map(str, default("objectives", "EnhancerLoss", "lambdas")())),
+              show_default=True, help="One rate-distortion trade-off per enhancement level (quality 2, 3, ...), "
+                                      "loss = bits per pixel + λ·255²·MSE.")
+@config_option("--latent-channels", type=click.IntRange(1),
+              default=default("enhancer", "EnhancerConfig", "latent_channels"), show_default=True,
+              help="Channels of the coded latent per token cell.")
+@config_option("--width", type=click.IntRange(1), default=default("enhancer", "EnhancerConfig", "width"),
+              show_default=True, help="Width of the encoder and decoder.")
+@config_option("--context-width", type=click.IntRange(1),
+              default=default("enhancer", "EnhancerConfig", "context_width"), show_default=True,
+              help="Width of the context network (the exact, integer part).")
+@training_options("enhancer.pt", batch_size=8, lr=1e-3)
+@click.pass_context
+def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, tokenizer_path, pairs_cache, lambdas,
+                   **options) -> None:
+    """Train the enhancement layer (quality levels above 1) over a tokenizer's base layer."""
+    from pathlib import Path
+
+    import torch
+
+    from .checkpoint import load_model
+    from .data import BasePairs
+    from .enhancer import Enhancer, EnhancerConfig
+    from .objectives import EnhancerLoss, EnhancerObjective
+    from .progress import make_progress
+    from .train import Resumed, settle
+    from .train import train as run
+    from .zoo import model_file, resolve
+
+    resumed = Resumed.read(options["resume"], "enhancer") if options["resume"] else None
+    chosen = chosen_options(ctx, resumed is not None)
+    if "lambdas" in chosen or not resumed:
+        try:
+            values = tuple(float(v) for v in lambdas.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{lambdas!r}: numbers separated by commas", param_hint="--lambdas") from None
+        if not values or any(v <= 0 for v in values):
+            raise click.BadParameter("every λ must be above 0", param_hint="--lambdas")
+    else:
+        values = tuple(resumed.loss["lambdas"])
+    chosen["lambdas"], chosen["levels"] = values, len(values)
+    config, _ = settle(EnhancerConfig, resumed and resumed.architecture, chosen, fixed=True, what=options["resume"])
+    loss, _ = settle(EnhancerLoss, resumed and resumed.loss, chosen)
+    run_config = make_train_config(ctx, resumed, chosen, weight_decay=0.0, warmup_steps=100)
+    data = data_source(data, resumed, "train", "folder", "--data", required=True)
+    valid = data_source(valid, resumed, "valid", "folder", "--valid", required=False)
+    tokenizer = load_model(tokenizer_path or model_file(resolve(None), "tokenizer.pt"), kind="tokenizer")
+
+    def pairs_of(folder, limit, flip, cache):
+        if cache and Path(cache).exists():
+            return BasePairs.load(cache)
+        with make_progress(disable=ctx.obj["quiet"]) as progress:
+            task = progress.add_task("base layer", total=None, info=str(folder))
+            pairs = BasePairs.build(tokenizer, folder, limit=limit, mirrored=flip,
+                                    on_batch=lambda n: progress.advance(task, n))
+        if cache:
+            pairs.save(cache)
+        return pairs
+
+    train_data = pairs_of(data, frames, mirrored, pairs_cache)
+    valid_data = pairs_of(valid, run_config.valid_limit, False, None) if valid else None
+    torch.manual_seed(run_config.seed)
+    model = Enhancer(config)
+    say(ctx, f"enhancer: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training "
+             f"frames, levels 2-{config.levels + 1}")
+    run(model, EnhancerObjective(loss), train_data, valid_data, run_config, state=resumed and resumed.state,
+        provenance={"base_tokenizer_id": tokenizer.model_id}, log=lambda m: say(ctx, m))
 
 
 @click.command(context_settings=CONTEXT)

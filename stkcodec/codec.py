@@ -7,6 +7,7 @@ would see in a whole-image pass.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
@@ -17,8 +18,11 @@ from PIL import Image
 from . import bitstream, zoo
 from .bitstream import Header
 from .coder import decode_grids, encode_grids, tile_layout
+from .enhance_codec import EnhancementCoder
 from .errors import BadInputError, ModelMismatchError
+from .imageio import GRAY_MODES
 from .memory import release_free_memory
+from .metrics import psnr_rgb
 from .patches import pad_to_patches
 from .tokenizer import Tokenizer
 from .zoo import CodecModel
@@ -26,9 +30,6 @@ from .zoo import CodecModel
 WINDOW = 32  # grid cells per side of a tokenizer window (halo excluded)
 IMAGES_PER_BATCH = 32
 MAX_SIDE = 65535  # the header stores width and height as uint16
-
-
-GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 
 def colour_mode(image: Image.Image) -> int:
@@ -122,10 +123,33 @@ class Codec:
             groups.setdefault(header.model_id, []).append(index)
         return [(self.for_model(model_id, names[members[0]]), members) for model_id, members in groups.items()]
 
-    def compress_many(self, images: Sequence[Image.Image], *, on_tiles: Callable[[int], None] | None = None) -> list[bytes]:
+    @property
+    def levels(self) -> int:
+        return self.model.levels
+
+    def check_quality(self, quality: int) -> int:
+        if not isinstance(quality, int) or not 1 <= quality <= self.levels:
+            valid = "1" if self.levels == 1 else f"1 to {self.levels}"
+            raise BadInputError(f"quality {quality!r} is not a level of this model (valid: {valid})")
+        return quality
+
+    def compress_many(self, images: Sequence[Image.Image], *, quality: int | None = None,
+                      target_bytes: int | None = None, target_psnr: float | None = None,
+                      on_tiles: Callable[[int], None] | None = None) -> list[bytes]:
         """PIL images of any mode -> `.stkc` bytes each. Gray images decode to gray (mode L),
         everything else to RGB; alpha is not kept. `on_tiles(n)` hears of every n tiles coded
-        (`tiles` says how many an image has)."""
+        (`tiles` says how many an image has; twice that with an enhancement layer).
+
+        `quality` is the level (1: the base alone, up to `levels`; None: the model's default).
+        Or, per image, `target_bytes` picks the largest level whose file fits (level 1 if none
+        does) and `target_psnr` the smallest level that reaches that PSNR in dB (the highest if
+        none does), as cwebp's -size and -psnr."""
+        if target_bytes is not None and target_psnr is not None:
+            raise BadInputError("give target_bytes= or target_psnr=, not both")
+        if quality is not None and (target_bytes is not None or target_psnr is not None):
+            raise BadInputError("give quality= or a target, not both")
+        quality = self.check_quality(self.model.default_quality if quality is None else quality)
+        targeted = target_bytes is not None or target_psnr is not None
         model = self.model
         results: list[bytes | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}
@@ -137,17 +161,71 @@ class Codec:
             by_size.setdefault(image.size, []).append(index)
         with torch.inference_mode():
             for size, members in by_size.items():
-                grids = image_tokens(model.tokenizer, [images[i].convert("RGB") for i in members])
+                rgb = [images[i].convert("RGB") for i in members]
+                grids = image_tokens(model.tokenizer, rgb)
                 payloads = encode_grids(model.exact_prior, grids, model.tile, on_tiles=on_tiles)
+                headers = []
                 for index, grid, payload in zip(members, grids, payloads):
                     payload = payload.ljust(bitstream.min_payload_bytes(*grid.shape), b"\0")
                     header = Header(model.model_id, size[0], size[1], model.tokenizer.config.patch_size,
                                     model.tile[0], model.tile[1], len(payload), 0, colour=colour_mode(images[index]))
-                    results[index] = header.sealed(grid.numpy()).pack() + payload
+                    headers.append((header.sealed(grid.numpy()), payload))
+                if targeted:
+                    chosen = self._targeted(rgb, grids, headers, size, target_bytes, target_psnr, on_tiles)
+                elif quality > 1:
+                    chosen = self._enhanced(rgb, grids, headers, size, quality, on_tiles)
+                else:
+                    chosen = [header.pack_file(payload) for header, payload in headers]
+                for index, data in zip(members, chosen):
+                    results[index] = data
         return results
 
-    def compress(self, image: Image.Image) -> bytes:
-        return self.compress_many([image])[0]
+    def _enhancements(self, rgb, grids, headers, size, levels: list[int], on_tiles):
+        """Per image, (file bytes, decoded RGB pixels) at each quality level in `levels` (2 or more)."""
+        bases = [np.asarray(image) for image in token_images(self.model.tokenizer, grids, size)]
+        starts = [bitstream.symbols_crc_start(header.token_crc32) for header, _ in headers]
+        coded = self.enhancement.encode([np.asarray(image) for image in rgb], bases, [q - 2 for q in levels],
+                                        base_crcs=starts, on_tiles=on_tiles)
+        files = []
+        for (header, payload), per_level in zip(headers, coded):
+            options = []
+            for quality, result in zip(levels, per_level):
+                segment = bitstream.Enhancement(quality, len(result.payload), 0, result.payload).sealed(result.crc32)
+                options.append((dataclasses.replace(header, enhancement=segment).pack_file(payload), result.pixels))
+            files.append(options)
+        return bases, files
+
+    def _enhanced(self, rgb, grids, headers, size, quality: int, on_tiles) -> list[bytes]:
+        _, files = self._enhancements(rgb, grids, headers, size, [quality], on_tiles)
+        return [options[0][0] for options in files]
+
+    def _targeted(self, rgb, grids, headers, size, target_bytes, target_psnr, on_tiles) -> list[bytes]:
+        """Per image, the level that meets the target (see compress_many)."""
+        base_files = [header.pack_file(payload) for header, payload in headers]
+        if self.levels == 1:
+            return base_files
+        bases, files = self._enhancements(rgb, grids, headers, size, list(range(2, self.levels + 1)), on_tiles)
+        chosen = []
+        for image, base_file, base, options in zip(rgb, base_files, bases, files):
+            candidates = [(base_file, base)] + options  # level 1, 2, ...
+            if target_bytes is not None:
+                fitting = [data for data, _ in candidates if len(data) <= target_bytes]
+                chosen.append(fitting[-1] if fitting else base_file)
+            else:
+                reference = np.asarray(image)
+                reaching = [data for data, pixels in candidates if psnr_rgb(reference, pixels) >= target_psnr]
+                chosen.append(reaching[0] if reaching else candidates[-1][0])
+        return chosen
+
+    @functools.cached_property
+    def enhancement(self) -> EnhancementCoder:
+        if self.model.enhancer is None:
+            raise BadInputError("this model has one quality level")
+        return EnhancementCoder(self.model.enhancer, self.model.tile)
+
+    def compress(self, image: Image.Image, **options) -> bytes:
+        """One image -> `.stkc` bytes; `options` as compress_many's."""
+        return self.compress_many([image], **options)[0]
 
     def unusual(self, data: bytes) -> float | None:
         """The bits per token of a file this codec wrote, if outside what the model's training
@@ -212,10 +290,35 @@ class Codec:
             groups.setdefault((header.width, header.height), []).append(index)
         with torch.inference_mode():
             for size, members in groups.items():
-                for index, image in zip(members, token_images(self.model.tokenizer, [decoded[i][1] for i in members], size)):
-                    mode = decoded[index][0].mode
-                    images[index] = image if image.mode == mode else image.convert(mode)
+                bases = token_images(self.model.tokenizer, [decoded[i][1] for i in members], size)
+                for index, image in zip(members, bases):
+                    images[index] = image
+                self._enhance([decoded[i][0] for i in members], bases, [names[i] for i in members],
+                              [members[k] for k in range(len(members))], images, on_tiles)
+        for index, (header, _) in enumerate(decoded):
+            if images[index].mode != header.mode:
+                images[index] = images[index].convert(header.mode)
         return images
+
+    def _enhance(self, headers: list[Header], bases: list[Image.Image], names: list[str], slots: list[int],
+                 images: list, on_tiles) -> None:
+        """Decode the enhancement of each file that has one, into `images[slot]`."""
+        layered = [k for k, header in enumerate(headers) if header.enhancement is not None]
+        if not layered:
+            return
+        for k in layered:
+            if headers[k].quality > self.levels:
+                raise BadInputError(f"{names[k]}: quality level {headers[k].quality}, this model codes 1 to {self.levels}")
+        decoded = self.enhancement.decode(
+            [headers[k].enhancement.payload for k in layered], [np.asarray(bases[k]) for k in layered],
+            [headers[k].quality - 2 for k in layered],
+            base_crcs=[bitstream.symbols_crc_start(headers[k].token_crc32) for k in layered],
+            names=[names[k] for k in layered], on_tiles=on_tiles)
+        for k, (pixels, crc) in zip(layered, decoded):
+            if headers[k].enhancement.sealed(crc).crc32 != headers[k].enhancement.crc32:
+                raise BadInputError(f"{names[k]}: enhancement fails its checksum (damaged file, or this machine "
+                                    "computes different probabilities than the encoder's)")
+            images[slots[k]] = Image.fromarray(pixels, "RGB")
 
     def decompress(self, data: bytes, name: str = "input") -> Image.Image:
         return self.decompress_many([data], [name])[0]
@@ -235,9 +338,10 @@ def default_codec() -> Codec:
     return Codec()
 
 
-def compress(image: Image.Image) -> bytes:
-    """One PIL image -> `.stkc` bytes, with the shipped default model."""
-    return default_codec().compress(image)
+def compress(image: Image.Image, **options) -> bytes:
+    """One PIL image -> `.stkc` bytes, with the shipped default model; `quality=N` (1 to the
+    model's levels), `target_bytes=B` or `target_psnr=P` as `Codec.compress_many`."""
+    return default_codec().compress(image, **options)
 
 
 def decompress(data: bytes) -> Image.Image:

@@ -249,3 +249,78 @@ def load_tokens(path: str | Path, *, tokenizer_id: str | None = None) -> TokenGr
     source = {"tokens_file": os.path.abspath(path), "source": payload["source"],
               "tokenizer_id": payload["tokenizer_id"], "vocab_size": payload["vocab_size"]}
     return TokenGrids(tokens, source=source)
+
+
+PAIRS_FORMAT = "stkc-base-pairs"
+PAIRS_VERSION = 1
+
+
+class BasePairs:
+    """Frames and their base reconstructions (what the enhancement layer learns to improve),
+    served as (B, 6, H, W) float batches: the image's channels, then x0's. No random flips or
+    crops: a flipped frame's base reconstruction is not its reconstruction flipped, so mirrored
+    frames come in as frames of their own (`build(..., mirrored=True)`)."""
+
+    def __init__(self, images: np.ndarray, bases: np.ndarray, *, source: dict) -> None:
+        if images.shape != bases.shape or images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise BadInputError(f"base pairs: images {images.shape} and bases {bases.shape} must be (N, 3, H, W) uint8")
+        self.images, self.bases, self.source = images, bases, source
+
+    @classmethod
+    def build(cls, tokenizer, folder: str | Path, *, limit: int | None = None, mirrored: bool = False,
+              batch_size: int = 32, on_batch=None) -> "BasePairs":
+        """`limit` frames spread over `folder` (CROP-sized crops of each), then with `mirrored`
+        the same frames flipped left to right, and the tokenizer's reconstruction of each."""
+        frames = ImageFolder(folder, cache=False)
+        picks = spread(len(frames), limit)
+        images = np.stack([np.asarray(frames.frames[i])[: CROP[0], : CROP[1]] for i in picks]).transpose(0, 3, 1, 2)
+        if mirrored:
+            images = np.concatenate([images, images[..., ::-1]])
+        images = np.ascontiguousarray(images)
+        bases = np.empty_like(images)
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = torch.from_numpy(images[start : start + batch_size]).float() / 255
+                x0 = tokenizer.decode_index(tokenizer.encode_index(x), size=tuple(x.shape[-2:]))
+                bases[start : start + batch_size] = (x0 * 255).round().to(torch.uint8).numpy()
+                if on_batch is not None:
+                    on_batch(len(x))
+        source = {"folder": os.path.abspath(folder), "frames": len(picks), "mirrored": mirrored,
+                  "tokenizer_id": tokenizer.model_id}
+        return cls(images, bases, source=source)
+
+    def save(self, path: str | Path) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, images=self.images, bases=self.bases,
+                 source=np.array(repr(sorted(self.source.items()))), format=np.array(PAIRS_FORMAT),
+                 format_version=np.array(PAIRS_VERSION))
+        atomic_write(Path(path), buffer.getvalue(), force=True)
+
+    @classmethod
+    def load(cls, path: str | Path, *, source: dict | None = None) -> "BasePairs":
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                if str(stored.get("format", "")) != PAIRS_FORMAT:
+                    raise BadInputError(f"{path}: not a stkc base-pairs file")
+                return cls(stored["images"], stored["bases"], source=source or {"pairs_file": os.path.abspath(path)})
+        except (OSError, ValueError, KeyError) as error:
+            raise BadInputError(f"{path}: cannot read base pairs ({error})") from None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def describe(self) -> dict:
+        return {**self.source, "pairs": len(self)}
+
+    def _batch(self, index) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([self.images[index], self.bases[index]], axis=1)).float() / 255
+
+    def sample(self, batch_size: int, generator: torch.Generator, *, rank: int = 0, world: int = 1) -> torch.Tensor:
+        shard = torch.arange(rank, len(self), world)
+        picks = shard[torch.randint(len(shard), (batch_size,), generator=generator)].numpy()
+        return self._batch(picks)
+
+    def batches(self, batch_size: int, *, limit: int | None = None):
+        picks = np.array(spread(len(self), limit), dtype=np.int64)
+        for start in range(0, len(picks), batch_size):
+            yield self._batch(picks[start : start + batch_size])

@@ -6,7 +6,7 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,13 @@ HIGH_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 INTERNAL_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # `<_io.BytesIO object at 0x7f...>` in Pillow's messages
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow image -> 8-bit RGB: EXIF orientation applied, 16-bit and float scaled to 8 bits,
-    alpha dropped (the colour channels are kept as stored; stkc codes opaque RGB)."""
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """Any Pillow image -> 8-bit gray (L) for a gray one, else 8-bit RGB: EXIF orientation
+    applied, 16-bit and float scaled to 8 bits, alpha dropped (the colour channels are kept as
+    stored; stkc codes opaque images, and a gray one decodes gray)."""
     image = ImageOps.exif_transpose(image)
     if image.mode in HIGH_DEPTH_MODES:
         array = np.asarray(image, dtype=np.float64)
@@ -29,11 +33,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
             peak = 255.0
         array = np.clip(np.round(array / peak * 255), 0, 255).astype(np.uint8)
         image = Image.fromarray(array, "L")
-    return image.convert("RGB")
+    return image.convert("L" if image.mode in GRAY_MODES else "RGB")
 
 
-def open_image(source: str | Path | bytes, *, max_pixels: int, name: str | None = None) -> Image.Image:
-    """Open and fully decode an image (path or bytes) as RGB, refusing more than `max_pixels`."""
+def open_image(source: str | Path | bytes, *, max_pixels: int, name: str | None = None,
+               on_warning: Callable[[str], None] | None = None) -> Image.Image:
+    """Open and fully decode an image (path or bytes) as RGB, or L for a gray one, refusing more
+    than `max_pixels`. An animated or multi-page file gives its first frame, and says so to
+    `on_warning`."""
     name = name or str(source if not isinstance(source, bytes) else "stdin")
     try:
         file = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
@@ -47,7 +54,10 @@ def open_image(source: str | Path | bytes, *, max_pixels: int, name: str | None 
                 raise BadInputError(f"{name}: {image.width}x{image.height} pixels exceeds the limit of {max_pixels} "
                                     "(raise it with --max-pixels)")
             image.load()
-            return to_rgb(image)
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1 and on_warning is not None:
+                on_warning(f"{name}: frame 1 of {frames} coded (the others are dropped)")
+            return to_8bit(image)
     except Image.DecompressionBombError as error:
         raise BadInputError(f"{name}: refused as a decompression bomb ({error})") from None
     except UnidentifiedImageError:  # its message names a BytesIO object, which tells a user nothing

@@ -143,3 +143,66 @@ class PriorObjective:
             tokens_seen += tokens.numel()
         bits = total_nats / math.log(2)
         return {"valid_bits_per_image": bits / images, "valid_bits_per_token": bits / tokens_seen}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnhancerLoss:
+    """The enhancement layer's recipe: one rate-distortion trade-off per level.
+
+    Each image of a batch draws a level; its loss is bits per pixel + λ·255²·MSE with that
+    level's λ (CompressAI's convention), so one network learns every level through its gains.
+    """
+
+    lambdas: tuple[float, ...] = (0.001, 0.0017, 0.0029, 0.005, 0.0085)
+
+
+class EnhancerObjective:
+    """Rate (the entropy model's bits, rounding replaced by noise) + λ·distortion per level."""
+
+    best = ("valid_loss", -1)
+
+    def __init__(self, config: EnhancerLoss = EnhancerLoss()) -> None:
+        self.config = config
+        self.lambdas = torch.tensor(config.lambdas, dtype=torch.float32)
+
+    def prepare(self, model: nn.Module, train_data, *, saved: dict | None, resumed: bool, **_) -> None:
+        if len(self.config.lambdas) != model.config.levels:
+            raise ValueError(f"{len(self.config.lambdas)} lambdas for a model of {model.config.levels} levels")
+        if not resumed:
+            model.initialise_gains(list(self.config.lambdas))
+
+    def _terms(self, model: nn.Module, pairs: torch.Tensor, level: torch.Tensor, training: bool):
+        x, x0 = pairs[:, :3], pairs[:, 3:]
+        enhanced, bits = model(x, x0, level, training=training)
+        bpp = bits / (x.shape[-2] * x.shape[-1])
+        mse = (enhanced - x).pow(2).mean((1, 2, 3))
+        return bpp, mse, bpp + self.lambdas.to(x.device)[level] * 255**2 * mse
+
+    def loss(self, model: nn.Module, pairs: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict]:
+        """`pairs` (B, 6, H, W): images, then their base reconstructions."""
+        level = torch.randint(len(self.config.lambdas), (len(pairs),), device=pairs.device)
+        bpp, mse, per_image = self._terms(model, pairs, level, True)
+        loss = per_image.mean()
+        return loss, {"loss": loss.detach(), "bpp": bpp.mean().detach(), "psnr": psnr_from_mse(mse.mean().detach())}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data, *, device: torch.device, limit: int | None) -> dict:
+        """Per level: bits per pixel and PSNR (8-bit output) of whole frames, rounded as a coder rounds."""
+        out, losses = {}, []
+        for level in range(len(self.config.lambdas)):
+            bpp, psnr, loss = [], [], []
+            for pairs in data.batches(32, limit=limit):
+                pairs = pairs.to(device)
+                levels = torch.full((len(pairs),), level, device=device)
+                enhanced, bits = model(pairs[:, :3], pairs[:, 3:], levels, training=False)
+                rate = bits / (pairs.shape[-2] * pairs.shape[-1])
+                quantised = quantize_8bit(enhanced)
+                bpp.append(rate.cpu())
+                psnr.append(psnr_db(pairs[:, :3], quantised).cpu())
+                mse = (quantised - pairs[:, :3]).pow(2).mean((1, 2, 3))
+                loss.append((rate + self.config.lambdas[level] * 255**2 * mse).cpu())
+            out[f"valid_bpp_{level + 2}"] = float(torch.cat(bpp).mean())
+            out[f"valid_psnr_{level + 2}"] = float(torch.cat(psnr).mean())
+            losses.append(float(torch.cat(loss).mean()))
+        out["valid_loss"] = sum(losses) / len(losses)
+        return out

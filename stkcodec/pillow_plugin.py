@@ -1,4 +1,6 @@
-"""Registers `.stkc` with Pillow: `Image.open("x.stkc")` decodes it with the default model."""
+"""Registers `.stkc` with Pillow: `Image.open("x.stkc")` decodes it (every quality level) with the
+default model, and `image.save("x.stkc", quality=N)` encodes at level N (the model's default
+level without `quality`; `target_bytes=` and `target_psnr=` as `stkcodec.compress`)."""
 
 from __future__ import annotations
 
@@ -31,11 +33,20 @@ class StkcImageFile(ImageFile.ImageFile):
         return Image.Image.load(self)
 
 
+def _save(image: Image.Image, fp, filename) -> None:
+    from .codec import default_codec
+
+    options = {key: image.encoderinfo[key] for key in ("quality", "target_bytes", "target_psnr")
+               if image.encoderinfo.get(key) is not None}
+    fp.write(default_codec().compress(image, **options))
+
+
 def _accept(prefix: bytes) -> bool:
     return bitstream.looks_like_stkc(prefix)
 
 
 def register() -> None:
     Image.register_open(StkcImageFile.format, StkcImageFile, _accept)
+    Image.register_save(StkcImageFile.format, _save)
     Image.register_extension(StkcImageFile.format, ".stkc")
     Image.register_mime(StkcImageFile.format, "image/x-stkc")

@@ -1,4 +1,5 @@
-"""The codec's models: a tokenizer and a prior, named by a folder or by a shipped model's name.
+"""The codec's models: a tokenizer, a prior and optionally an enhancement layer (quality levels
+above 1), named by a folder or by a shipped model's name.
 
 Shipped models live in `models/<name>/` (installed as `stkcodec.models`); `models/index.json`
 names the default and gives each shipped model's codec id, so a file written by an older
@@ -49,6 +50,14 @@ def resolve(model: str | Path | None) -> Path:
     return folder
 
 
+def optional_model_file(folder: Path, name: str) -> Path | None:
+    """`model_file`, or None when the model has no such part (an enhancement layer is optional)."""
+    try:
+        return model_file(folder, name)
+    except BadInputError:
+        return None
+
+
 def model_file(folder: Path, name: str) -> Path:
     """`folder/name`; for a shipped model that shares a part with another (index.json's "shares",
     e.g. a new prior over an older model's tokens), that model's file, so the package holds it once."""
@@ -63,7 +72,7 @@ def model_file(folder: Path, name: str) -> Path:
 class CodecModel:
     """A tokenizer and a prior that were trained together, with one identity."""
 
-    def __init__(self, tokenizer, prior) -> None:
+    def __init__(self, tokenizer, prior, enhancer=None) -> None:
         from .exact import exact_prior  # here, not above: `stkc info` needs zoo without torch
 
         if prior.config.vocab_size != tokenizer.codebook_size:
@@ -74,14 +83,24 @@ class CodecModel:
         if trained_on is not None and trained_on not in same_tokens:
             raise ModelMismatchError(f"prior was trained on tokens of tokenizer {trained_on[:12]}, "
                                      f"not of this one ({tokenizer.model_id[:12]})")
+        if enhancer is not None:
+            if enhancer.config.patch_size != tokenizer.config.patch_size:
+                raise ModelMismatchError(f"enhancement layer of patch {enhancer.config.patch_size}, tokenizer's is "
+                                         f"{tokenizer.config.patch_size}")
+            over = (enhancer.provenance.get("train") or {}).get("tokenizer_id")
+            if over is not None and over not in same_tokens:
+                raise ModelMismatchError(f"enhancement layer was trained over tokenizer {over[:12]}, "
+                                         f"not this one ({tokenizer.model_id[:12]})")
         self.tokenizer = tokenizer
         self.prior = prior
+        self.enhancer = enhancer
         self.exact_prior = exact_prior(prior)
-        digest = hashlib.sha256(f"{tokenizer.model_id}:{prior.model_id}".encode()).digest()
-        self.model_id = digest[:4]
+        parts = [tokenizer.model_id, prior.model_id] + ([enhancer.model_id] if enhancer is not None else [])
+        self.model_id = hashlib.sha256(":".join(parts).encode()).digest()[:4]
         p = tokenizer.config.patch_size
         self.tile = (min(math.ceil(FRAME[0] / p), prior.config.max_rows),
                      min(math.ceil(FRAME[1] / p), prior.config.max_cols))
+        self.default_quality = 1  # the level `compress` uses when not told (index.json's "default_quality")
         # (low, high) bits per token of the frames the model knows; outside, an image is unlike them
         self.usual_bits_per_token: tuple[float, float] | None = None
 
@@ -90,12 +109,20 @@ class CodecModel:
         from .checkpoint import load_model
 
         folder = resolve(model)
+        enhancer = optional_model_file(folder, "enhancer.pt")
         loaded = cls(load_model(model_file(folder, "tokenizer.pt"), kind="tokenizer"),
-                     load_model(model_file(folder, "prior.pt"), kind="prior"))
+                     load_model(model_file(folder, "prior.pt"), kind="prior"),
+                     load_model(enhancer, kind="enhancer") if enhancer is not None else None)
         expected = shipped()["models"].get(folder.name) if folder.parent == models_dir() else None
         if expected is not None and expected != loaded.model_id.hex():
             raise ModelMismatchError(f"{folder}: codec id {loaded.model_id.hex()}, models/index.json says {expected}")
         if expected is not None:
             usual = shipped().get("usual_bits_per_token", {}).get(folder.name)
             loaded.usual_bits_per_token = tuple(usual) if usual is not None else None
+            loaded.default_quality = shipped().get("default_quality", {}).get(folder.name, 1)
         return loaded
+
+    @property
+    def levels(self) -> int:
+        """How many quality levels the model codes: 1 (the base alone) up to this."""
+        return 1 + (self.enhancer.config.levels if self.enhancer is not None else 0)

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from stkcodec.checkpoint import ModelFile, model_classes, model_payload, save_model
+from stkcodec.enhancer import Enhancer, EnhancerConfig
 from stkcodec.prior import Prior, PriorConfig
 from stkcodec.tokenizer import Tokenizer, TokenizerConfig
 from stkcodec.zoo import CodecModel
@@ -85,3 +86,25 @@ def frames_dir(tmp_path) -> str:
         make_image(150, 100, seed=index).save(folder / f"{index:05d}_im.jpg", quality=90)
     make_image(150, 100, seed=99).save(folder / "sub" / "extra.png")
     return str(folder)
+
+
+TINY_ENHANCER = EnhancerConfig(levels=3, latent_channels=4, width=8, encoder_blocks=1, decoder_blocks=1,
+                               context_width=8, refine_channels=4)
+
+
+def tiny_enhancer(seed: int = 0) -> Enhancer:
+    """A random enhancement layer whose output is not the base's (its last layers start at zero)."""
+    torch.manual_seed(seed)
+    enhancer = Enhancer(TINY_ENHANCER)
+    enhancer.initialise_gains([0.002, 0.01, 0.05])
+    with torch.no_grad():
+        enhancer.dec_out.weight.normal_(0, 0.02)
+        enhancer.log_gain.add_(1.0)  # latents of a few units: symbols other than 0 in every pass
+        enhancer.ctx_out.weight.mul_(20)
+    return ModelFile.from_checkpoint(model_payload(enhancer))
+
+
+@pytest.fixture(scope="session")
+def tiny_layered_model() -> CodecModel:
+    """Tiny tokenizer and prior with a tiny enhancement layer: quality levels 1 to 4."""
+    return CodecModel(*tiny_models(), tiny_enhancer())

@@ -149,6 +149,7 @@ def test_json_schema(two_images, tiny_model_dir, tiny_codec_model):
     assert report["stkc_vs"]["source"]["formats"] == ["PNG"]
     assert isinstance(report["bd_rate"]["webp"]["jpeg"], float)
     for direction in ("encoding", "decoding"):  # megapixels per second: the images' pixels over their time
+        # (both figures come from the same measured time, so this holds on a machine of any speed or load)
         results = report["codecs"]["stkc"]["results"]
         assert results[f"{direction}_mpx_per_s"][0] == pytest.approx(
             2 * 15000 / 1000 / (2 * results[f"{direction}_time_ms"][0]), rel=0.01)

@@ -1,0 +1,156 @@
+"""Coding the enhancement layer of images: tiles of the base's layout, chunk by chunk.
+
+An image is padded to whole patches (patches.py), cut into the base's tiles, and the tiles of
+one shape go in chunks of `coder.CHUNK_TILES`, in `coder.coding_chunks`'s order; inside a chunk
+the symbols go pass by pass (enhance_exact.py). E, the context network and D see one tile at a
+time, as in training, where a tile is a whole frame: memory stays bounded for any image size.
+
+A stream's checksum is a CRC-32 chained over its chunks' symbols, each chunk's as int16
+little-endian in (tile, channel, row, column) order, started from the base layer's checksum.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+import torch
+
+from .coder import coding_chunks
+from .enhance_exact import ONE, ChunkCoder, ExactEnhancerEntropy
+from .enhancer import Enhancer
+from .errors import BadInputError
+from .memory import release_free_memory
+
+MAX_BATCH_TILES = 32  # tiles per network pass (speed and memory only: the same bytes)
+
+
+@dataclass
+class Coded:
+    """One image's enhancement at one level: its payload, its checksum, the decoded pixels."""
+
+    payload: bytes
+    crc32: int
+    pixels: np.ndarray  # (H, W, 3) uint8, what a decoder shows
+
+
+def _padded(pixels: np.ndarray, patch: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> padded to whole patches, the last row and column repeated."""
+    height, width = pixels.shape[:2]
+    return np.pad(pixels, ((0, -height % patch), (0, -width % patch), (0, 0)), mode="edge")
+
+
+def _tiles(arrays: Sequence[np.ndarray], chunk, patch: int) -> torch.Tensor:
+    """Pixel tiles of `chunk` from each padded (H', W', 3) uint8 array -> (len*n, 3, th*p, tw*p) float."""
+    cut = [a[r0 * patch : r1 * patch, c0 * patch : c1 * patch] for a in arrays for r0, r1, c0, c1 in chunk]
+    return torch.from_numpy(np.stack(cut)).permute(0, 3, 1, 2).float() / 255
+
+
+def _place(canvases: Sequence[np.ndarray], chunk, patch: int, pixels: torch.Tensor) -> None:
+    values = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for slot, tile in enumerate(values):
+        r0, r1, c0, c1 = chunk[slot % len(chunk)]
+        canvases[slot // len(chunk)][r0 * patch : r1 * patch, c0 * patch : c1 * patch] = tile
+
+
+def _batches(count: int, chunk_tiles: int) -> list[slice]:
+    per_batch = max(1, MAX_BATCH_TILES // chunk_tiles)
+    return [slice(start, min(count, start + per_batch)) for start in range(0, count, per_batch)]
+
+
+def _chain(crc: int, symbols: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i2").tobytes(), crc)
+
+
+class EnhancementCoder:
+    """An `Enhancer` and its exact entropy twin, coding images of one size at a time."""
+
+    def __init__(self, model: Enhancer, tile: tuple[int, int]) -> None:
+        self.model = model
+        self.entropy = ExactEnhancerEntropy(model)
+        self.tile = tile
+        self.patch = model.config.patch_size
+
+    @property
+    def levels(self) -> int:
+        return self.model.config.levels
+
+    def _decode_tiles(self, symbols: np.ndarray, means: np.ndarray, level: int, bases: torch.Tensor) -> torch.Tensor:
+        latents = (symbols + means / ONE) * self.entropy.inv_gain[level][None, :, None, None]
+        return self.model.decode(torch.from_numpy(latents).float(), bases)
+
+    def encode(self, images: Sequence[np.ndarray], bases: Sequence[np.ndarray], levels: Sequence[int], *,
+               base_crcs: Sequence[int], on_tiles: Callable[[int], None] | None = None) -> list[list[Coded]]:
+        """Images and their base reconstructions ((H, W, 3) uint8, one size) -> per image, its
+        enhancement at each 0-based level in `levels`."""
+        height, width = images[0].shape[:2]
+        rows, cols = -(-height // self.patch), -(-width // self.patch)
+        padded = [_padded(a, self.patch) for a in images]
+        padded_bases = [_padded(a, self.patch) for a in bases]
+        encoders = [[constriction.stream.queue.RangeEncoder() for _ in levels] for _ in images]
+        crcs = [[base_crcs[i]] * len(levels) for i in range(len(images))]
+        canvases = [[a.copy() for _ in levels] for a in padded_bases]
+        for chunk in coding_chunks(rows, cols, *self.tile):
+            for batch in _batches(len(images), len(chunk)):
+                x = _tiles(padded[batch], chunk, self.patch)
+                x0 = _tiles(padded_bases[batch], chunk, self.patch)
+                latents = self.model.encode(x, x0).numpy()  # (b*n, C, th, tw), unscaled
+                shape = (len(chunk), *latents.shape[1:])
+                for slot, level in enumerate(levels):
+                    coder = ChunkCoder(self.entropy, level, shape)
+                    gain = self.entropy.gain[level][None, :, None, None]
+                    symbols, means = [], []
+                    for offset, index in enumerate(range(len(images))[batch]):
+                        own = latents[offset * len(chunk) : (offset + 1) * len(chunk)]
+                        s, m = coder.encode(encoders[index][slot], own * gain)
+                        crcs[index][slot] = _chain(crcs[index][slot], s)
+                        symbols.append(s)
+                        means.append(m)
+                    pixels = self._decode_tiles(np.concatenate(symbols), np.concatenate(means), level, x0)
+                    for offset, index in enumerate(range(len(images))[batch]):
+                        _place([canvases[index][slot]], chunk, self.patch,
+                               pixels[offset * len(chunk) : (offset + 1) * len(chunk)])
+                if len(chunk) > 1:
+                    release_free_memory()
+                if on_tiles is not None:
+                    on_tiles(len(chunk) * (batch.stop - batch.start))
+        return [[Coded(encoders[i][slot].get_compressed().astype("<u4").tobytes(), crcs[i][slot],
+                       canvases[i][slot][:height, :width]) for slot in range(len(levels))] for i in range(len(images))]
+
+    def decode(self, payloads: Sequence[bytes], bases: Sequence[np.ndarray], levels: Sequence[int], *,
+               base_crcs: Sequence[int], names: Sequence[str],
+               on_tiles: Callable[[int], None] | None = None) -> list[tuple[np.ndarray, int]]:
+        """Enhancement payloads of images of one size, their base reconstructions and 0-based
+        levels -> (pixels (H, W, 3) uint8, checksum of the decoded symbols) each."""
+        height, width = bases[0].shape[:2]
+        rows, cols = -(-height // self.patch), -(-width // self.patch)
+        padded_bases = [_padded(a, self.patch) for a in bases]
+        decoders = [constriction.stream.queue.RangeDecoder(np.frombuffer(p, dtype="<u4").astype(np.uint32))
+                    for p in payloads]
+        crcs = list(base_crcs)
+        canvases = [a.copy() for a in padded_bases]
+        for chunk in coding_chunks(rows, cols, *self.tile):
+            for batch in _batches(len(payloads), len(chunk)):
+                members = list(range(len(payloads))[batch])
+                x0 = _tiles(padded_bases[batch], chunk, self.patch)
+                latents = []
+                for index in members:
+                    coder = ChunkCoder(self.entropy, levels[index], (len(chunk), self.model.config.latent_channels,
+                                                                     chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2]))
+                    try:
+                        symbols, means = coder.decode(decoders[index])
+                    except (ValueError, RuntimeError, AssertionError, OverflowError) as error:
+                        raise BadInputError(f"{names[index]}: corrupt enhancement payload ({error})") from None
+                    crcs[index] = _chain(crcs[index], symbols)
+                    latents.append((symbols + means / ONE) * self.entropy.inv_gain[levels[index]][None, :, None, None])
+                pixels = self.model.decode(torch.from_numpy(np.concatenate(latents)).float(), x0)
+                for offset, index in enumerate(members):
+                    _place([canvases[index]], chunk, self.patch, pixels[offset * len(chunk) : (offset + 1) * len(chunk)])
+                if len(chunk) > 1:
+                    release_free_memory()
+                if on_tiles is not None:
+                    on_tiles(len(chunk) * len(members))
+        return [(canvas[:height, :width], crc) for canvas, crc in zip(canvases, crcs)]

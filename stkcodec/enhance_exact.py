@@ -1,0 +1,230 @@
+"""Exact integer inference of the enhancement layer's entropy model, and its coding tables.
+
+Everything that decides a probability is computed as in `exact.py`: integers in units of
+2**-FRAC_BITS, products in float64 over integer operands (exact in any order), every other step
+one correctly rounded IEEE operation followed by round-half-to-even. Gains come from an exp2 built
+of sqrt and products (`exp2`), never from libm. The coding tables (one discretised Gaussian per
+scale of `enhancer.SCALE_MIN * 2**(k / SCALE_STEPS)`) are integrated the same way, so they are
+the same on every machine and need not be stored.
+
+Symbols are coded with constriction's queue coder: per pass of the checkerboard, the symbols of
+the pass sorted (stably) by their scale index, each run of one index with that index's table.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import constriction
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .enhancer import ANCHOR_RATE, SCALE_MIN, SCALE_STEPS, SCALES, Enhancer, checkerboard
+from .exact import EXP2_FRACTION, EXP_STEPS, FRAC_BITS, WEIGHT_BITS, _float64, _matmul
+
+SYMBOL_RANGE = 255  # symbols are clamped to [-SYMBOL_RANGE, SYMBOL_RANGE] (part of the format)
+ONE = float(2**FRAC_BITS)
+LN2_UNITS = 2839  # round(ln 2 * 2**FRAC_BITS): a log scale's step between tables is this / SCALE_STEPS
+LOG_SCALE_MIN_UNITS = -9041  # round(ln(SCALE_MIN) * 2**FRAC_BITS)
+TABLE_SAMPLES = 16  # midpoints per unit bin when a table is integrated
+
+
+def _fine_fraction_table() -> np.ndarray:
+    """2**(-j / 2**16) for j < 256, from the square-root chain past EXP2_FRACTION's (products only)."""
+    roots = []
+    value = EXP2_FRACTION[1]  # 2**-(1/256), itself from exact square roots
+    for _ in range(8):
+        value = math.sqrt(value)
+        roots.append(value)  # 2**-(2**-(9+k))
+    table = []
+    for j in range(256):
+        product = 1.0
+        for k in range(8):
+            if (j >> (7 - k)) & 1:
+                product *= roots[k]
+        table.append(product)
+    return np.array(table)
+
+
+FINE_FRACTION = _fine_fraction_table()
+FRACTION_STEPS = EXP_STEPS * len(FINE_FRACTION)  # 2**16
+
+
+def exp2(values: np.ndarray) -> np.ndarray:
+    """2**values from EXP2_FRACTION and FINE_FRACTION (sqrt and products only) and exact powers
+    of two: relative error about 2**-17, the same bits on every machine."""
+    values = np.asarray(values, dtype=np.float64)
+    whole = np.floor(values)
+    steps = np.round((1.0 - (values - whole)) * FRACTION_STEPS)  # 2**frac = 2 * 2**-(1 - frac)
+    top = steps >= FRACTION_STEPS
+    steps = np.where(top, 0, steps).astype(np.int64)
+    fraction = EXP2_FRACTION[steps >> 8] * FINE_FRACTION[steps & 255]
+    return np.ldexp(np.where(top, 1.0, 2.0 * fraction), whole.astype(np.int64))
+
+
+LOG2_E = 1.4426950408889634
+
+
+def table_scales() -> np.ndarray:
+    """SCALE_MIN * 2**(k / SCALE_STEPS) for k < SCALES, by products of an exact root."""
+    root = 2.0
+    for _ in range(int(math.log2(SCALE_STEPS))):
+        root = math.sqrt(root)
+    steps = [1.0]
+    for _ in range(SCALE_STEPS - 1):
+        steps.append(steps[-1] * root)
+    return np.array([SCALE_MIN * math.ldexp(steps[k % SCALE_STEPS], k // SCALE_STEPS) for k in range(SCALES)])
+
+
+@functools.cache
+def coding_tables() -> tuple[np.ndarray, tuple]:
+    """(SCALES, 2*SYMBOL_RANGE+1) unnormalised probabilities of symbols -R..R under each table's
+    zero-mean Gaussian (midpoint rule, TABLE_SAMPLES per bin), and constriction's model of each."""
+    scales = table_scales()[:, None, None]  # (K, 1, 1)
+    offsets = (np.arange(TABLE_SAMPLES) + 0.5) / TABLE_SAMPLES - 0.5  # (S,)
+    points = np.arange(-SYMBOL_RANGE, SYMBOL_RANGE + 1, dtype=np.float64)[None, :, None] + offsets  # (1, V, S)
+    z = points * points / (2.0 * scales * scales) * LOG2_E  # density exp(-t²/2σ²) = 2**-z
+    density = exp2(-z)  # (K, V, S)
+    table = np.zeros(density.shape[:2])
+    for sample in range(TABLE_SAMPLES):  # a fixed order of additions
+        table = table + density[:, :, sample]
+    models = tuple(constriction.stream.model.Categorical(row, perfect=False) for row in table)
+    return table, models
+
+
+def scale_index(log_scale_units: np.ndarray) -> np.ndarray:
+    """Integer log scales (units 2**-FRAC_BITS of a nat) -> the nearest table, clipped: integers only."""
+    offset = (SCALE_STEPS * (log_scale_units.astype(np.int64) - LOG_SCALE_MIN_UNITS) + LN2_UNITS // 2) // LN2_UNITS
+    return np.clip(offset, 0, SCALES - 1)
+
+
+def _integer_weights(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(out, ...) float64 -> (integers (out, rest), one scale per output channel)."""
+    flat = weight.reshape(len(weight), -1)
+    scale = np.maximum(np.abs(flat).max(axis=1), 1e-30) / (2**WEIGHT_BITS - 1)
+    return np.round(flat / scale[:, None]), scale
+
+
+class ExactEnhancerEntropy:
+    """The entropy side of an `Enhancer` in integers: anchor tables, and for the other half of
+    the checkerboard the integer mean and table of every symbol, from the decoded anchors."""
+
+    def __init__(self, model: Enhancer) -> None:
+        config = model.config
+        self.levels, self.channels = config.levels, config.latent_channels
+        log_gain, log_inv_gain = _float64(model.log_gain), _float64(model.log_inv_gain)  # (L, C)
+        self.gain = exp2(log_gain * LOG2_E)  # (L, C)
+        self.inv_gain = exp2(log_inv_gain * LOG2_E)
+        self.log_gain_units = np.round(log_gain * ONE)
+        self.anchor_mean = np.round(_float64(model.anchor_mean) * (ANCHOR_RATE * ONE))  # (L, C), units 2**-F
+        self.anchor_index = scale_index(np.round(_float64(model.anchor_log_scale) * (ANCHOR_RATE * ONE)))  # (L, C)
+        first = _float64(model.ctx_in.weight)  # (M, C, 5, 5); the level's inverse gain folds into it
+        self.first = [_integer_weights(first * self.inv_gain[level][None, :, None, None]) for level in range(self.levels)]
+        self.first_bias = np.round(_float64(model.ctx_in.bias) * ONE)
+        self.kernel = first.shape[-1]
+        self.mid, self.mid_scale = _integer_weights(_float64(model.ctx_mid.weight))
+        self.mid_bias = np.round(_float64(model.ctx_mid.bias) * ONE)
+        self.out, self.out_scale = _integer_weights(_float64(model.ctx_out.weight))
+        self.out_bias = np.round(_float64(model.ctx_out.bias) * ONE)
+
+    def anchors(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """The anchors' integer means (C,) (units 2**-F) and tables (C,) at a 0-based level."""
+        return self.anchor_mean[level], self.anchor_index[level]
+
+    def context(self, decoded_anchors: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded anchors ŷ (n, C, h, w) in integer units of 2**-F, zero elsewhere -> integer
+        means (units 2**-F) and tables of every cell (n, C, h, w) (read at non-anchors only)."""
+        n, channels, rows, cols = decoded_anchors.shape
+        weights, scale = self.first[level]
+        pad = self.kernel // 2
+        columns = F.unfold(torch.from_numpy(decoded_anchors), self.kernel, padding=pad).numpy()  # (n, C*k*k, h*w)
+        hidden = np.round(_matmul(weights, columns) * scale[:, None]) + self.first_bias[:, None]  # (n, M, h*w)
+        hidden = np.maximum(hidden, 0.0)
+        hidden = np.maximum(np.round(_matmul(self.mid, hidden) * self.mid_scale[:, None]) + self.mid_bias[:, None], 0.0)
+        out = np.round(_matmul(self.out, hidden) * self.out_scale[:, None]) + self.out_bias[:, None]  # (n, 2C, h*w)
+        raw_mean, raw_log_scale = out[:, :channels], out[:, channels:]
+        mean = np.round(raw_mean * self.gain[level][:, None])
+        index = scale_index(raw_log_scale + self.log_gain_units[level][:, None])
+        return mean.reshape(n, channels, rows, cols), index.reshape(n, channels, rows, cols)
+
+
+def _passes(shape: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of (n, C, h, w) in coding order's two passes: anchors, then the rest (C order)."""
+    n, channels, rows, cols = shape
+    anchor = np.broadcast_to(checkerboard(rows, cols).numpy(), shape).reshape(-1)
+    flat = np.arange(anchor.size)
+    return flat[anchor], flat[~anchor]
+
+
+def _runs(indices: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """A pass's tables -> (stable order by table, [(table, start, stop)] runs in that order)."""
+    order = np.argsort(indices, kind="stable")
+    tables, starts, counts = np.unique(indices[order], return_index=True, return_counts=True)
+    return order, [(int(k), int(s), int(s + c)) for k, s, c in zip(tables, starts, counts)]
+
+
+class ChunkCoder:
+    """Codes the symbols of one stream's tiles (n, C, h, w) at one level, pass by pass."""
+
+    def __init__(self, entropy: ExactEnhancerEntropy, level: int, shape: tuple[int, int, int, int]) -> None:
+        self.entropy, self.level, self.shape = entropy, level, shape
+        self.anchor_cells, self.other_cells = _passes(shape)
+        channel_of = (np.arange(np.prod(shape)) // (shape[2] * shape[3])) % shape[1]
+        mean, index = entropy.anchors(level)
+        self.anchor_mean = mean[channel_of[self.anchor_cells]]  # (cells,) integer units
+        self.anchor_index = index[channel_of[self.anchor_cells]]
+
+    def decoded_anchors(self, anchor_symbols: np.ndarray) -> np.ndarray:
+        """Anchor symbols in pass order -> ŷ (n, C, h, w) integer units, zero at the other cells."""
+        grid = np.zeros(int(np.prod(self.shape)))
+        grid[self.anchor_cells] = anchor_symbols * ONE + self.anchor_mean
+        return grid.reshape(self.shape)
+
+    def other_parameters(self, decoded_anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, index = self.entropy.context(decoded_anchors, self.level)
+        return mean.reshape(-1)[self.other_cells], index.reshape(-1)[self.other_cells]
+
+    def encode(self, encoder, scaled_latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled latents y·g (n, C, h, w) float -> coded; returns (symbols, means in integer units)
+        (n, C, h, w), what ŷ = symbols + means / 2**F is made of."""
+        y = scaled_latents.reshape(-1).astype(np.float64)
+        symbols = np.empty(y.size, dtype=np.int64)
+        means = np.empty(y.size)
+        anchor = np.clip(np.round(y[self.anchor_cells] - self.anchor_mean / ONE), -SYMBOL_RANGE, SYMBOL_RANGE)
+        _encode_pass(encoder, anchor.astype(np.int64), self.anchor_index)
+        other_mean, other_index = self.other_parameters(self.decoded_anchors(anchor))
+        other = np.clip(np.round(y[self.other_cells] - other_mean / ONE), -SYMBOL_RANGE, SYMBOL_RANGE)
+        _encode_pass(encoder, other.astype(np.int64), other_index)
+        symbols[self.anchor_cells], symbols[self.other_cells] = anchor, other
+        means[self.anchor_cells], means[self.other_cells] = self.anchor_mean, other_mean
+        return symbols.reshape(self.shape), means.reshape(self.shape)
+
+    def decode(self, decoder) -> tuple[np.ndarray, np.ndarray]:
+        """The inverse of `encode`: (symbols, means in integer units) (n, C, h, w)."""
+        symbols = np.empty(int(np.prod(self.shape)), dtype=np.int64)
+        means = np.empty(symbols.size)
+        anchor = _decode_pass(decoder, self.anchor_index)
+        other_mean, other_index = self.other_parameters(self.decoded_anchors(anchor))
+        other = _decode_pass(decoder, other_index)
+        symbols[self.anchor_cells], symbols[self.other_cells] = anchor, other
+        means[self.anchor_cells], means[self.other_cells] = self.anchor_mean, other_mean
+        return symbols.reshape(self.shape), means.reshape(self.shape)
+
+
+def _encode_pass(encoder, symbols: np.ndarray, indices: np.ndarray) -> None:
+    _, models = coding_tables()
+    order, runs = _runs(indices)
+    coded = (symbols[order] + SYMBOL_RANGE).astype(np.int32)
+    for table, start, stop in runs:
+        encoder.encode(coded[start:stop], models[table])
+
+
+def _decode_pass(decoder, indices: np.ndarray) -> np.ndarray:
+    _, models = coding_tables()
+    order, runs = _runs(indices)
+    symbols = np.empty(len(indices), dtype=np.int64)
+    for table, start, stop in runs:
+        symbols[order[start:stop]] = decoder.decode(models[table], stop - start).astype(np.int64) - SYMBOL_RANGE
+    return symbols

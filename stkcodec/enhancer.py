@@ -1,0 +1,191 @@
+"""The enhancement layer: a second coded layer over the base tokens, at one of several rates.
+
+Over a tile of the token grid (a whole SuperTuxKart frame is one tile), it codes a latent y of
+C channels per grid cell and adds what it carries to the base reconstruction x0:
+
+* E (encoder only) sees the image x and x0 and makes y;
+* a learned gain per level and channel scales y before rounding, so one network serves every
+  level (as CompressAI's `vbr` models and Cui et al.'s gain units);
+* y is coded in two passes of a checkerboard, each parallel over the tile. The anchors (cells
+  with row + column even) have one Gaussian per level and channel; the other half has a
+  Gaussian whose mean and scale a small network reads from the decoded anchors around it.
+  Symbols are rounded around the predicted mean: s = round(y·g − μ), ŷ = s + μ;
+* D adds a residual, computed from ŷ / g and x0, to x0.
+
+The entropy network (anchor Gaussians and the context network) has an exact integer twin in
+`enhance_exact.py`, which the codec uses, so encoder and decoder agree to the bit. E and D are
+float: a decoder on another machine may differ by a level in a few pixels, never in a symbol.
+
+The probe this grew from (shared notes, "enhancement-probe") conditioned the entropy model on
+the base tokens too; a constant input in their place did as well, so it reads the anchors only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .checkpoint import ModelFile
+from .patches import pad_to_patches
+
+# Scales of the coded Gaussians (scaled domain) are SCALE_MIN * 2**(k / SCALE_STEPS), k < SCALES:
+# part of the format (enhance_exact.py builds the coding tables from them).
+SCALE_MIN = 0.11
+SCALE_STEPS = 8
+SCALES = 80
+LOG_SCALE_MIN = math.log(SCALE_MIN)
+LOG_SCALE_MAX = LOG_SCALE_MIN + (SCALES - 1) * math.log(2) / SCALE_STEPS
+# The anchors' means and log scales are stored divided by this: a per-channel parameter moves by
+# about the learning rate per Adam step, and these must travel a few units (σ from 1 to 0.11).
+ANCHOR_RATE = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnhancerConfig:
+    patch_size: int = 5  # the base tokenizer's patch: one latent vector per token
+    levels: int = 5  # enhancement levels (the codec's quality levels 2..levels+1; 1 is the base alone)
+    latent_channels: int = 64
+    width: int = 128  # channels of E and D
+    encoder_blocks: int = 2
+    decoder_blocks: int = 3
+    context_width: int = 128  # channels of the context network (the exact part)
+    refine_channels: int = 16  # the full-resolution refinement after D's pixel shuffle
+
+
+def checkerboard(rows: int, cols: int, device: torch.device | None = None) -> torch.Tensor:
+    """(rows, cols) bool: True at the anchors, the cells coded first (row + column even)."""
+    return (torch.arange(rows, device=device)[:, None] + torch.arange(cols, device=device)[None, :]) % 2 == 0
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
+
+
+class _LowerBound(torch.autograd.Function):
+    """max(x, bound), with the gradient kept where it pushes x up (CompressAI's LowerBound)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return grad * ((x >= ctx.bound) | (grad < 0)).to(grad.dtype), None
+
+
+def coded_scale(log_scale: torch.Tensor) -> torch.Tensor:
+    """Log scales (scaled domain) -> the scales a coder can use: within the table's range."""
+    return _LowerBound.apply(log_scale, LOG_SCALE_MIN).clamp_max(LOG_SCALE_MAX).exp()
+
+
+def gaussian_bits(residual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """-log2 P(residual) under a zero-mean Gaussian of `scale` discretised to unit bins."""
+    residual = residual.abs()  # both edges in the lower tail: accurate far from the mean
+    upper = torch.special.ndtr((0.5 - residual) / scale)
+    lower = torch.special.ndtr((-0.5 - residual) / scale)
+    return -torch.log2((upper - lower).clamp_min(1e-9))
+
+
+def _round(values: torch.Tensor, training: bool) -> torch.Tensor:
+    rounded = torch.round(values)
+    return values + (rounded - values).detach() if training else rounded  # straight-through in training
+
+
+class Enhancer(nn.Module, ModelFile):
+    """x, base reconstruction x0 -> enhancement symbols and the enhanced reconstruction."""
+
+    kind = "enhancer"
+
+    def __init__(self, config: EnhancerConfig) -> None:
+        super().__init__()
+        self.config = config
+        C, N, M, p = config.latent_channels, config.width, config.context_width, config.patch_size
+        # E(x, x0) -> y on the token grid
+        self.enc_embed = nn.Conv2d(9, N, p, stride=p)
+        self.enc_blocks = nn.Sequential(*[ResBlock(N) for _ in range(config.encoder_blocks)])
+        self.enc_out = nn.Conv2d(N, C, 1)
+        # per level: gains, and the anchors' Gaussians (scaled domain)
+        self.log_gain = nn.Parameter(torch.zeros(config.levels, C))
+        self.log_inv_gain = nn.Parameter(torch.zeros(config.levels, C))
+        self.anchor_mean = nn.Parameter(torch.zeros(config.levels, C))  # times ANCHOR_RATE
+        self.anchor_log_scale = nn.Parameter(torch.full((config.levels, C), -1.0 / ANCHOR_RATE))
+        # the context network: decoded anchors (unscaled) -> mean and log scale of the other half
+        self.ctx_in = nn.Conv2d(C, M, 5, padding=2)
+        self.ctx_mid = nn.Conv2d(M, M, 1)
+        self.ctx_out = nn.Conv2d(M, 2 * C, 1)
+        # D(ŷ / g, x0) -> x0 + residual
+        self.dec_embed = nn.Conv2d(3, N, p, stride=p)
+        self.dec_latent = nn.Conv2d(C, N, 3, padding=1)
+        self.dec_blocks = nn.Sequential(*[ResBlock(N) for _ in range(config.decoder_blocks)])
+        self.dec_out = nn.Conv2d(N, 3 * p * p, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(p)
+        R = config.refine_channels
+        self.refine = nn.Sequential(nn.Conv2d(6, R, 3, padding=1), nn.GELU(), nn.Conv2d(R, 3, 3, padding=1))
+        for layer in (self.dec_out, self.refine[-1]):  # starts as the base layer: residual 0
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def initialise_gains(self, lambdas: list[float]) -> None:
+        """Quantisation steps about λ^-1/2 apart from level to level (a fresh model only)."""
+        start = 0.5 * torch.log(torch.tensor(lambdas) / lambdas[len(lambdas) // 2])
+        with torch.no_grad():
+            self.log_gain.copy_(start[:, None].expand_as(self.log_gain))
+            self.log_inv_gain.copy_(-start[:, None].expand_as(self.log_inv_gain))
+
+    # ---- the parts, each on a batch of tiles (B, ·, h·p, w·p) or latents (B, C, h, w)
+
+    def encode(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """Images and base reconstructions (B, 3, H, W) in [0, 1] -> latents y (B, C, h, w), unscaled."""
+        p = self.config.patch_size
+        x, x0 = pad_to_patches(x, p), pad_to_patches(x0, p)
+        return self.enc_out(self.enc_blocks(self.enc_embed(torch.cat([x * 2 - 1, x0 * 2 - 1, (x - x0) * 4], 1))))
+
+    def context(self, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded anchors (B, C, h, w), unscaled, zero elsewhere -> the other half's raw mean and
+        log scale (B, C, h, w) each, before the level's gain."""
+        hidden = F.relu(self.ctx_mid(F.relu(self.ctx_in(anchors))))
+        return self.ctx_out(hidden).chunk(2, 1)
+
+    def decode(self, latents: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """Unscaled ŷ (B, C, h, w) and x0 (B, 3, H, W) -> the enhanced image (B, 3, H, W), unclamped."""
+        height, width = x0.shape[-2:]
+        x0 = pad_to_patches(x0, self.config.patch_size)
+        features = self.dec_embed(x0 * 2 - 1) + self.dec_latent(latents)
+        x1 = x0 + self.shuffle(self.dec_out(self.dec_blocks(features)))
+        return (x1 + self.refine(torch.cat([x1, x0], 1)))[..., :height, :width]
+
+    def gains(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """0-based levels (B,) -> gains and inverse gains (B, C, 1, 1)."""
+        return self.log_gain[level].exp()[:, :, None, None], self.log_inv_gain[level].exp()[:, :, None, None]
+
+    def forward(self, x: torch.Tensor, x0: torch.Tensor, level: torch.Tensor, *, training: bool
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (enhanced images (B, 3, H, W), bits per image (B,)). Training: straight-through
+        rounding for what D and the context see, uniform noise for the rate; otherwise what a
+        coder would do (up to the scale table's steps)."""
+        gain, inv_gain = self.gains(level)
+        y = self.encode(x, x0) * gain  # (B, C, h, w), scaled: quantised to integers
+        anchor = checkerboard(*y.shape[-2:], device=y.device)
+        mean_a, log_scale_a = (ANCHOR_RATE * table[level][:, :, None, None].expand_as(y)
+                               for table in (self.anchor_mean, self.anchor_log_scale))
+        y_hat_a = (_round(y - mean_a, training) + mean_a) * anchor
+        raw_mean, raw_log_scale = self.context(y_hat_a * inv_gain)
+        mean = torch.where(anchor, mean_a, raw_mean * gain)
+        log_scale = torch.where(anchor, log_scale_a, raw_log_scale + gain.log())
+        symbols = _round(y - mean, training)
+        residual = y + torch.empty_like(y).uniform_(-0.5, 0.5) - mean if training else symbols
+        bits = gaussian_bits(residual, coded_scale(log_scale)).sum((1, 2, 3))
+        return self.decode((symbols + mean) * inv_gain, x0), bits

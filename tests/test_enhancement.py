@@ -1,0 +1,225 @@
+"""Quality levels: the enhancement layer's exact entropy model, the layered bitstream, targets."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import constriction
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stkcodec import bitstream
+from stkcodec.codec import Codec
+from stkcodec.enhance_exact import ChunkCoder, ExactEnhancerEntropy, coding_tables, exp2, table_scales
+from stkcodec.errors import BadInputError
+from stkcodec.metrics import psnr_rgb
+
+from .conftest import make_image, tiny_enhancer
+
+# sha256 of the coding tables' float64 bytes: built from exact IEEE operations only, they are the
+# same on every machine and every NumPy (a change here changes every enhanced file's bytes)
+TABLES_SHA256 = None
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_layered_model):
+    return Codec(tiny_layered_model)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return [make_image(150, 100, seed=s) for s in range(2)] + [make_image(163, 77, seed=5)]
+
+
+def test_levels_and_quality_check(codec):
+    assert codec.levels == 4
+    for bad in (0, 5, -1, 2.5):
+        with pytest.raises(BadInputError, match="valid: 1 to 4"):
+            codec.compress(make_image(10, 10), quality=bad)
+
+
+def test_exp2_and_scales_are_exact_constructions():
+    values = np.array([-3.75, -1.0, 0.0, 0.5, 2.25, 7.0])
+    assert np.allclose(exp2(values), 2.0 ** values, rtol=2**-9)
+    assert exp2(np.array([3.0]))[0] == 8.0 and exp2(np.array([-2.0]))[0] == 0.25
+    scales = table_scales()
+    assert scales[0] == 0.11 and scales[8] == 0.22 and np.all(np.diff(scales) > 0)
+
+
+def test_coding_tables_are_fixed():
+    table, models = coding_tables()
+    assert table.shape == (80, 511) and len(models) == 80
+    assert np.argmax(table, axis=1).tolist() == [255] * 80  # zero-mean: symbol 0 is the likeliest
+    digest = hashlib.sha256(table.tobytes()).hexdigest()
+    if TABLES_SHA256 is not None:
+        assert digest == TABLES_SHA256
+
+
+def _chunk_round_trip(entropy, level, latents):
+    encoder = constriction.stream.queue.RangeEncoder()
+    coder = ChunkCoder(entropy, level, latents.shape)
+    symbols, means = coder.encode(encoder, latents)
+    decoder = constriction.stream.queue.RangeDecoder(encoder.get_compressed())
+    decoded, decoded_means = coder.decode(decoder)
+    return symbols, means, decoded, decoded_means
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_chunk_symbols_round_trip_exactly(level):
+    entropy = ExactEnhancerEntropy(tiny_enhancer())
+    latents = np.random.default_rng(level).normal(0, 3, (3, 4, 20, 30))
+    symbols, means, decoded, decoded_means = _chunk_round_trip(entropy, level, latents)
+    assert np.array_equal(symbols, decoded) and np.array_equal(means, decoded_means)
+    assert (symbols != 0).mean() > 0.1  # the test codes something
+
+
+def test_context_integers_do_not_depend_on_batch_or_threads():
+    entropy = ExactEnhancerEntropy(tiny_enhancer())
+    anchors = np.round(np.random.default_rng(0).normal(0, 3, (4, 4, 20, 30))) * 4096
+    anchors[..., (np.add.outer(np.arange(20), np.arange(30)) % 2 == 1)] = 0
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = [entropy.context(anchors[i : i + 1], 1) for i in range(4)]
+        torch.set_num_threads(max(2, threads))
+        together = entropy.context(anchors, 1)
+    finally:
+        torch.set_num_threads(threads)
+    for i, (mean, index) in enumerate(alone):
+        assert np.array_equal(mean[0], together[0][i]) and np.array_equal(index[0], together[1][i])
+        assert np.all(mean == np.round(mean))
+
+
+@pytest.mark.parametrize("quality", [1, 2, 3, 4])
+def test_every_level_round_trips(codec, frames, quality):
+    files = codec.compress_many(frames, quality=quality)
+    for image, data in zip(frames, files):
+        header, _ = bitstream.parse(data)
+        assert header.version == 3 and header.quality == quality and (header.enhancement is None) == (quality == 1)
+        decoded = codec.decompress(data)
+        assert decoded.size == image.size and decoded.mode == "RGB"
+    # batched and alone: the same bytes; the same pixels up to float rounding (formats/stkc.md, Pixels)
+    assert codec.compress(frames[2], quality=quality) == files[2]
+    for together, data in zip(codec.decompress_many(files), files):
+        difference = np.abs(np.asarray(together).astype(int) - np.asarray(codec.decompress(data)).astype(int))
+        assert difference.max() <= 1 and (difference > 0).mean() <= 0.01
+
+
+def test_higher_levels_cost_more_and_change_the_picture(codec, frames):
+    sizes = [len(codec.compress(frames[0], quality=q)) for q in range(1, 5)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    base = np.asarray(codec.decompress(codec.compress(frames[0], quality=1)))
+    enhanced = np.asarray(codec.decompress(codec.compress(frames[0], quality=4)))
+    assert not np.array_equal(base, enhanced)
+
+
+def test_a_file_cut_after_its_base_is_the_level_1_file(codec, frames):
+    for image in frames:
+        layered = codec.compress(image, quality=3)
+        header, _ = bitstream.parse(layered)
+        cut = layered[: header.base_bytes]
+        assert cut == codec.compress(image, quality=1)
+        assert bitstream.parse(cut)[0].quality == 1
+        assert codec.decompress(cut).size == image.size
+
+
+def test_gray_images_stay_gray_at_every_level(codec):
+    gray = make_image(40, 30, seed=2, mode="L")
+    for quality in (1, 3):
+        decoded = codec.decompress(codec.compress(gray, quality=quality))
+        assert decoded.mode == "L" and decoded.size == (40, 30)
+
+
+def test_targets_pick_levels_per_image(codec, frames):
+    files = {q: [len(d) for d in codec.compress_many(frames, quality=q)] for q in range(1, 5)}
+    budget = files[3][0]
+    chosen = codec.compress_many(frames, target_bytes=budget)
+    for k, data in enumerate(chosen):
+        level = bitstream.parse(data)[0].quality
+        fitting = [q for q in range(1, 5) if files[q][k] <= budget]
+        assert level == (max(fitting) if fitting else 1)
+    tiny = codec.compress_many(frames, target_bytes=1)  # below the base: the base, not an error
+    assert [bitstream.parse(d)[0].quality for d in tiny] == [1] * len(frames)
+    psnrs = {q: [psnr_rgb(np.asarray(i), np.asarray(codec.decompress(codec.compress(i, quality=q)).convert("RGB")))
+                 for i in frames] for q in range(1, 5)}
+    target = psnrs[2][0] + 1e-6
+    for k, data in enumerate(codec.compress_many(frames, target_psnr=target)):
+        level = bitstream.parse(data)[0].quality
+        reaching = [q for q in range(1, 5) if psnrs[q][k] >= target]
+        assert level == (min(reaching) if reaching else 4)
+    with pytest.raises(BadInputError):
+        codec.compress(frames[0], target_bytes=100, target_psnr=30)
+
+
+def test_damaged_enhancement_is_refused_or_decodes_to_the_original(codec, frames):
+    data = codec.compress(frames[0], quality=4)
+    original = np.asarray(codec.decompress(data))
+    header, _ = bitstream.parse(data)
+    start = header.base_bytes
+    for offset in range(start, len(data), max(1, (len(data) - start) // 40)):
+        for bit in (0, 5):
+            damaged = bytearray(data)
+            damaged[offset] ^= 1 << bit
+            try:
+                decoded = codec.decompress(bytes(damaged))
+            except BadInputError:
+                continue
+            assert np.array_equal(np.asarray(decoded), original)
+
+
+def test_enhancement_segment_validation(codec, frames):
+    data = codec.compress(frames[0], quality=2)
+    header, _ = bitstream.parse(data)
+    with pytest.raises(BadInputError, match="truncated"):
+        bitstream.parse(data[:-4])
+    with pytest.raises(BadInputError, match="unexpected bytes"):
+        bitstream.parse(data + b"\0" * 4)
+    wrong_level = bytearray(data)
+    wrong_level[header.base_bytes + 3] = 9  # a level the model does not have (and a bad checksum)
+    with pytest.raises(BadInputError):
+        codec.decompress(bytes(wrong_level))
+    other = codec.compress(frames[1], quality=2)  # another file's segment after this base
+    spliced = data[: header.base_bytes] + other[bitstream.parse(other)[0].base_bytes :]
+    with pytest.raises(BadInputError, match="checksum"):
+        codec.decompress(spliced)
+
+
+def test_version_2_files_refuse_trailing_segments(codec, frames):
+    import dataclasses
+
+    data = codec.compress(frames[0], quality=2)
+    header, payload = bitstream.parse(data)
+    as_v2 = dataclasses.replace(header, version=2, enhancement=None)
+    with pytest.raises(BadInputError, match="unexpected bytes"):
+        bitstream.parse(as_v2.pack() + payload + data[header.base_bytes :])
+
+
+def test_float_bits_match_the_coded_bytes(tiny_layered_model, frames):
+    """The exact entropy model codes within a few percent of the float model's estimate."""
+    enhancer = tiny_layered_model.enhancer
+    codec = Codec(tiny_layered_model)
+    image = frames[0]
+    base = codec.decompress(codec.compress(image, quality=1))
+    x = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 255
+    x0 = torch.from_numpy(np.asarray(base)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        _, bits = enhancer(x, x0, torch.tensor([2]), training=False)
+    header, _ = bitstream.parse(codec.compress(image, quality=4))
+    assert 8 * header.enhancement.payload_bytes == pytest.approx(float(bits), rel=0.05, abs=64)
+
+
+def test_pillow_saves_and_opens_every_level(codec, frames, monkeypatch):
+    import stkcodec.codec as codec_module
+
+    monkeypatch.setattr(codec_module, "default_codec", lambda: codec)
+    for quality in (1, 3):
+        buffer = io.BytesIO()
+        frames[0].save(buffer, "STKC", quality=quality)
+        assert bitstream.parse(buffer.getvalue())[0].quality == quality
+        buffer.seek(0)
+        with Image.open(buffer) as opened:
+            assert np.array_equal(np.asarray(opened.convert("RGB")),
+                                  np.asarray(codec.decompress(buffer.getvalue())))
