@@ -1,16 +1,13 @@
 """stkc: a learned image codec for SuperTuxKart frames.
 
     import stkcodec
-    data = stkcodec.compress(image)        # PIL image -> .stkc bytes (default model)
+    data = stkcodec.compress(image)        # PIL image -> .stkc bytes (default model, default level)
+    data = stkcodec.compress(image, quality=4)  # a sharper, larger file (levels 1 to the model's)
     image = stkcodec.decompress(data)      # .stkc bytes -> PIL image
     Image.open("frame.stkc")               # Pillow reads .stkc once stkcodec is imported
 """
 
 __version__ = "0.1.0"
-
-from .runtime import prefer_sleeping_threads  # noqa: E402
-
-prefer_sleeping_threads()  # spinning threads made a decoder beside another busy process several times slower
 
 from .errors import BadInputError, ModelMismatchError, OutputError, StkcError  # noqa: E402
 from .pillow_plugin import register as _register_pillow  # noqa: E402
@@ -18,11 +15,13 @@ from .pillow_plugin import register as _register_pillow  # noqa: E402
 _register_pillow()
 
 
-def compress(image):
-    """One PIL image -> `.stkc` bytes, with the shipped default model (loaded once)."""
+def compress(image, **options):
+    """One PIL image -> `.stkc` bytes, with the shipped default model (loaded once): `quality=N`
+    (1, the base layer alone, up to the model's levels; default: the model's default level), or
+    `target_bytes=B` / `target_psnr=P` to pick a level per image."""
     from .codec import compress as run
 
-    return run(image)
+    return run(image, **options)
 
 
 def decompress(data: bytes):

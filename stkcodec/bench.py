@@ -117,10 +117,10 @@ def load_frames(paths: Sequence[Path], *, max_pixels: int = 64 * 2**20) -> list[
     return frames
 
 
-def steps(codecs: Sequence[str], frames: Sequence[Frame]) -> int:
+def steps(codecs: Sequence[str], frames: Sequence[Frame], stkc_levels: int = 1) -> int:
     """Progress units of a run: one per image and setting of every available codec."""
     per_image = sum(len(CLASSIC[c].qualities) for c in codecs if c in CLASSIC and codec_available(c)[0])
-    return len(frames) * (per_image + ("stkc" in codecs))
+    return len(frames) * (per_image + ("stkc" in codecs) * stkc_levels)
 
 
 def run_classic(codec: ClassicCodec, frames: Sequence[Frame], on_step: Callable[[int], None] = lambda n: None) -> Sweep:
@@ -144,39 +144,52 @@ def run_classic(codec: ClassicCodec, frames: Sequence[Frame], on_step: Callable[
 
 
 def run_stkc(codec, frames: Sequence[Frame], on_step: Callable[[int], None] = lambda n: None) -> Sweep:
-    """stkc's one operating point through `Codec.compress_many`/`decompress_many`, batch by batch;
-    each image is charged its batch's time divided by the batch size."""
-    sweep = Sweep.empty(STKC.name, list(STKC.qualities), frames)
+    """stkc at each of its quality levels through `Codec.compress_many`/`decompress_many`, batch by
+    batch; each image is charged its batch's time divided by the batch size."""
+    levels = list(range(1, codec.levels + 1))
+    sweep = Sweep.empty(STKC.name, levels, frames)
     if frames:  # warm up: the first call pays one-off costs (allocations, lazy set-up) no file would repeat
-        codec.decompress_many(codec.compress_many([frames[0].image]))
+        codec.decompress_many(codec.compress_many([frames[0].image], quality=levels[-1]))
     for start in range(0, len(frames), STKC.batch):
         batch = frames[start : start + STKC.batch]
-        begin = time.perf_counter()
-        files = codec.compress_many([frame.image for frame in batch])
-        encoded = time.perf_counter()
-        images = codec.decompress_many(files, [frame.name for frame in batch])
-        finished = time.perf_counter()
-        for offset, (frame, data, image) in enumerate(zip(batch, files, images)):
-            sweep.measure(0, start + offset, frame, data, image, 1000 * (encoded - begin) / len(batch),
-                          1000 * (finished - encoded) / len(batch))
-        on_step(len(batch))
+        for setting, quality in enumerate(levels):
+            begin = time.perf_counter()
+            files = codec.compress_many([frame.image for frame in batch], quality=quality)
+            encoded = time.perf_counter()
+            images = codec.decompress_many(files, [frame.name for frame in batch])
+            finished = time.perf_counter()
+            for offset, (frame, data, image) in enumerate(zip(batch, files, images)):
+                sweep.measure(setting, start + offset, frame, data, image, 1000 * (encoded - begin) / len(batch),
+                              1000 * (finished - encoded) / len(batch))
+            on_step(len(batch))
     return sweep
 
 
-def compare_to_stkc(stkc: Sweep, other: Sweep) -> dict:
-    """Per image, the bytes `other` needs to match stkc's PSNR, and stkc's share of them; images
-    where stkc's PSNR lies outside `other`'s sweep are excluded and counted."""
+def _versus(sizes: np.ndarray, targets: np.ndarray, other: Sweep) -> dict:
+    """Per image, stkc's bytes over the bytes `other` needs for stkc's PSNR there; images where
+    that PSNR lies outside `other`'s sweep are excluded and counted."""
     ratios, below = [], 0
-    for image in range(stkc.bytes.shape[1]):
-        target, psnrs = stkc.psnr[0, image], other.psnr[:, image]
+    for image, (size, target) in enumerate(zip(sizes, targets)):
+        psnrs = other.psnr[:, image]
         needed = bytes_at_psnr(target, psnrs, other.bytes[:, image])
         below += int(needed is None and target < np.nanmin(psnrs))
-        ratios.append(None if needed is None else float(stkc.bytes[0, image] / needed))
+        ratios.append(None if needed is None else float(size / needed))
     kept = [ratio for ratio in ratios if ratio is not None]
     excluded = len(ratios) - len(kept)
     return {"mean_ratio": _json_number(_mean(np.array(kept)), 4), "images": len(kept), "excluded": excluded,
             "excluded_below": below, "excluded_above": excluded - below,
             "per_image": [None if ratio is None else round(ratio, 4) for ratio in ratios]}
+
+
+def compare_to_stkc(stkc: Sweep, other: Sweep) -> dict:
+    """At equal PSNR, level 1's figures (the base layer) and, under "levels", every level's
+    (level, mean_psnr, mean_bytes and the same figures)."""
+    result = _versus(stkc.bytes[0], stkc.psnr[0], other)
+    result["levels"] = [{"level": level, "mean_psnr": _json_number(_mean(stkc.psnr[k]), 3),
+                         "mean_bytes": _json_number(_mean(stkc.bytes[k]), 1),
+                         **{k2: v for k2, v in _versus(stkc.bytes[k], stkc.psnr[k], other).items() if k2 != "per_image"}}
+                        for k, level in enumerate(stkc.qualities)]
+    return result
 
 
 def compare_to_source(stkc: Sweep, frames: Sequence[Frame]) -> dict:
@@ -222,7 +235,8 @@ def run_bench(frames: Sequence[Frame], codecs: Sequence[str], stkc_codec=None, *
                 raise ValueError("benchmarking stkc needs a Codec")
             sweeps["stkc"] = run_stkc(stkc_codec, frames, on_step)
             report["codecs"]["stkc"] = {"available": True, "reason": None,
-                                        "library": f"model {stkc_codec.model.model_id.hex()}", "settings": STKC.settings}
+                                        "library": f"model {stkc_codec.model.model_id.hex()}",
+                                        "settings": STKC.settings(stkc_codec.levels)}
             continue
         sweep, reason = _classic_sweep(CLASSIC[codec_name], frames, on_step)
         if sweep is not None:

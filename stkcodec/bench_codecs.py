@@ -2,7 +2,7 @@
 
 Every classic codec runs through Pillow, in memory, swept over its quality setting with options
 that favour it (stated in `ClassicCodec.settings`). stkc is an entry like them (`STKC`): its
-settings are its operating points, one today; quality levels add settings, not code.
+settings are its model's quality levels.
 """
 
 from __future__ import annotations
@@ -50,17 +50,15 @@ CLASSIC = {
 @dataclass(frozen=True)
 class StkcCodec:
     """stkc as a benchmarked codec: run through `Codec.compress_many`/`decompress_many` in batches
-    of `batch` images; `qualities` are its operating points (None: the model's single one)."""
+    of `batch` images, at each of the model's quality levels."""
 
     name: str = "stkc"
     label: str = "stkc"
-    qualities: tuple = (None,)
     batch: int = 32
     described: str = "batched compress_many/decompress_many, file bytes incl. the header"
 
-    @property
-    def settings(self) -> str:
-        points = "one operating point" if len(self.qualities) == 1 else f"{len(self.qualities)} operating points"
+    def settings(self, levels: int) -> str:
+        points = "one operating point" if levels == 1 else f"quality levels 1-{levels}"
         return f"{points}, {self.described}"
 
 

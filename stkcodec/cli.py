@@ -5,12 +5,16 @@ The commands live in cli_codec.py and cli_train.py; cli_common.py has what they 
 
 from __future__ import annotations
 
-import click
+from .runtime import prefer_sleeping_threads
 
-from . import __version__
-from .cli_codec import bench_command, compress, decompress, info
-from .cli_common import CONTEXT, Group, add_output_flags
-from .cli_train import generate, tokenize, train
+prefer_sleeping_threads()  # before torch is imported: spinning threads made two stkc processes 4x slower
+
+import click  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .cli_codec import bench_command, compress, decompress, info  # noqa: E402
+from .cli_common import CONTEXT, Group, add_output_flags  # noqa: E402
+from .cli_train import generate, tokenize, train  # noqa: E402
 
 
 @click.group(cls=Group, context_settings=CONTEXT)

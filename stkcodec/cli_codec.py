@@ -350,8 +350,9 @@ def decompress(ctx: click.Context, inputs, output, model, force, as_json, max_pi
 
     def work(codec, batch, tiles):
         if tiles is not None:
-            tiles.expect(sum(codec.tiles(header.width, header.height)
-                             for header, _ in (bitstream.parse(data, max_pixels=codec.max_pixels) for _, _, data in batch)))
+            headers = [bitstream.parse(data, max_pixels=codec.max_pixels, name=shown(source))[0]
+                       for source, _, data in batch]
+            tiles.expect(sum(codec.tiles(h.width, h.height) * (2 if h.enhancement else 1) for h in headers))
         images = codec.decompress_many([data for _, _, data in batch], [shown(source) for source, _, _ in batch],
                                        on_tiles=tiles)
         results = []
@@ -438,7 +439,8 @@ def bench_command(ctx: click.Context, data_dir, codecs, limit, as_json, plot, mo
 
         stkc_codec = Codec(model)
     with make_progress(disable=ctx.obj["quiet"]) as progress:
-        task = progress.add_task("bench", total=steps(chosen, frames), info=f"{len(frames)} images")
+        task = progress.add_task("bench", total=steps(chosen, frames, stkc_codec.levels if stkc_codec else 1),
+                                 info=f"{len(frames)} images")
         report = run_bench(frames, chosen, stkc_codec, name=f"stkc bench on {data_dir or 'the sample frames'}",
                            on_step=lambda n: progress.advance(task, n))
     if not ctx.obj["quiet"]:

@@ -69,6 +69,11 @@ def summary_lines(report: dict) -> list[str]:
         excluded = f"; {versus['excluded']} excluded: {outside}" if versus["excluded"] else ""
         lines.append(f"at equal PSNR stkc needs {versus['mean_ratio']:.2f}× the bytes of {name} "
                      f"(mean over {versus['images']} images{excluded})")
+        levels = versus.get("levels", [])
+        if len(levels) > 1:
+            lines.append(f"  by level vs {name}: " + ", ".join(
+                f"{row['level']}: {row['mean_ratio']:.2f}× at {row['mean_psnr']:.1f} dB ({row['images']})"
+                if row["mean_ratio"] is not None else f"{row['level']}: – ({row['images']})" for row in levels))
     source = report.get("stkc_vs", {}).get("source")
     if source and source["mean_ratio"] is not None:
         lines.append(f"stkc files are {source['mean_ratio']:.3f}× the size of the source files "
@@ -111,8 +116,10 @@ def plot_rd(report: dict, path: str | Path) -> None:
         if not points:
             continue
         bpp, psnr = zip(*points)
-        if codec == "stkc":
+        if codec == "stkc" and len(points) == 1:
             axes.plot(bpp, psnr, "*", markersize=14, color="crimson", label="stkc", zorder=3)
+        elif codec == "stkc":  # its quality levels
+            axes.plot(bpp, psnr, "*-", markersize=10, color="crimson", label="stkc (levels)", zorder=3)
         else:
             axes.plot(bpp, psnr, "o-", markersize=4, label=_label(codec))
     axes.set_xscale("log")  # stkc sits near 0.2 bpp, the classic sweeps reach several bpp

@@ -33,8 +33,8 @@ def thread_count() -> int:
 
 def prefer_sleeping_threads() -> None:
     """Idle OpenMP threads sleep, unless the user chose otherwise. OpenMP reads this once, when
-    torch is first imported: `import stkcodec` calls it, so it helps any program that imports
-    stkcodec before torch, the stkc command included."""
+    torch is first imported: the stkc command calls it before that (stkcodec/cli.py); a library
+    import leaves the host program's threads as they are."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

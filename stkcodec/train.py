@@ -165,6 +165,14 @@ class Distributed:
             torch.distributed.destroy_process_group()
 
 
+def make_optimizer(parameters: list[torch.Tensor], config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and kernels only (nanoGPT's configure_optimizers):
+    norms' gains, biases and temperatures would be pulled towards 0 (or 1) for nothing."""
+    groups = [{"params": [p for p in parameters if p.dim() >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.99))
+
+
 def learning_rate(config: TrainConfig, step: int, elapsed_s: float) -> float:
     """Linear warm-up, then cosine decay to 10% over the run (by steps or by minutes)."""
     if step < config.warmup_steps:
@@ -271,8 +279,8 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
     model.to(device)
     for name in config.frozen:  # kept as they are: no gradient, and eval mode below
         model.get_submodule(name).requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay, betas=(0.9, 0.99))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trained, config)
     step, elapsed_s, metrics, best_score = 0, 0.0, {}, -math.inf
     objective_config = getattr(objective, "config", None)
     recipe = {"run": {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_RESUMED},
@@ -289,6 +297,10 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
             raise ModelMismatchError(f"{config.resume}: its model config differs from the model's")
         model.load_state_dict(state["state_dict"])
         if resumed_checkpoint:
+            if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
+                # a run started before decay was split by shape goes on as it began: one group
+                optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay,
+                                              betas=(0.9, 0.99))
             optimizer.load_state_dict(state["optimizer"])
             rng = state["rng"]
             generator.set_state(rng[dist.rank] if dist.rank < len(rng) else rng[0])

@@ -31,3 +31,10 @@ def test_the_cli_sets_threads_before_torch_starts():
     out = subprocess.run([sys.executable, "-c", code], env={**env, runtime.ENV: "1"}, capture_output=True, text=True,
                          check=True).stdout.split()[-2:]
     assert out == ["1", "PASSIVE"]
+
+
+def test_importing_the_library_leaves_the_host_program_s_threads_alone():
+    code = "import os, stkcodec, stkcodec.codec; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "unset"

@@ -257,3 +257,15 @@ def test_an_unreadable_training_image_is_skipped_and_counted_unless_strict(tmp_p
     assert provenance["images"] == 9 and provenance["skipped"] == 1
     strict = CliRunner().invoke(main, [*common, "--strict-data", "-o", str(tmp_path / "s.pt")])
     assert strict.exit_code == 2 and "broken.png" in strict.output and not (tmp_path / "s.pt").exists()
+
+
+def test_weight_decay_spares_gains_and_biases():
+    from stkcodec.prior import Prior, PriorConfig
+    from stkcodec.train import TrainConfig, make_optimizer
+
+    model = Prior(PriorConfig(vocab_size=16, d_model=16, n_layers=1, n_heads=2))
+    optimizer = make_optimizer(list(model.parameters()), TrainConfig(steps=1, weight_decay=0.1))
+    decays = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    for name, parameter in model.named_parameters():
+        assert decays[id(parameter)] == (0.1 if parameter.dim() >= 2 else 0.0), name
+    assert any(p.dim() < 2 for p in model.parameters())  # RMSNorm gains: the case that matters

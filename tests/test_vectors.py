@@ -9,6 +9,7 @@ formats/vectors/<model name>/ holds each model's files. STKC_GENERATE_VECTORS=1 
 default model's, on purpose only: when a new default model ships or the format changes.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -28,16 +29,26 @@ PIXEL_TOLERANCE = 0.01  # the fraction of a vector's 8-bit values that may be on
 SAMPLE = Path(__file__).resolve().parent.parent / "stkcodec" / "samples" / "frame0.png"
 
 
-def sources() -> dict[str, Image.Image]:
+@functools.cache
+def sources() -> dict[str, tuple[Image.Image, int | None]]:
+    """Each vector's image and quality level (None: the model's default level)."""
     with Image.open(SAMPLE) as frame:
         frame = frame.convert("RGB")
-    return {
-        "frame-150x100": frame,
-        "odd-13x7": make_image(13, 7, seed=7),
-        "pixel-1x1": make_image(1, 1, seed=1),
-        "tiled-333x250": make_image(333, 250, seed=3),
-        "gray-150x100": frame.convert("L"),  # format version 2: decodes gray
+    named = {
+        "frame-150x100": (frame, None),
+        "odd-13x7": (make_image(13, 7, seed=7), None),
+        "pixel-1x1": (make_image(1, 1, seed=1), None),
+        "tiled-333x250": (make_image(333, 250, seed=3), None),
+        "gray-150x100": (frame.convert("L"), None),  # format version 2: decodes gray
     }
+    levels = Codec("default").levels
+    if levels > 1:  # format version 3: every level of a frame, and the odd shapes enhanced
+        named.update({f"frame-150x100-q{q}": (frame, q) for q in range(1, levels + 1)})
+        named.update({"odd-13x7-top": (make_image(13, 7, seed=7), levels),
+                      "pixel-1x1-top": (make_image(1, 1, seed=1), levels),
+                      "tiled-333x250-q3": (make_image(333, 250, seed=3), min(3, levels)),
+                      "gray-150x100-q3": (frame.convert("L"), min(3, levels))})
+    return named
 
 
 VERSION_1_SOURCES = {"frame-150x100", "odd-13x7", "pixel-1x1", "tiled-333x250"}  # what older models' vectors hold
@@ -57,13 +68,13 @@ def test_generate_vectors(codec):
     folder = VECTORS / zoo.shipped()["default"]
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {}
-    for name, image in sources().items():
-        data = codec.compress(image)
+    for name, (image, quality) in sources().items():
+        data = codec.compress(image, quality=quality)
         (folder / f"{name}.stkc").write_bytes(data)
-        (_, tokens), = codec.tokens_many([data])
+        (header, tokens), = codec.tokens_many([data])
         decoded = codec.decompress(data)
         decoded.save(folder / f"{name}.png")
-        manifest[name] = {"width": image.width, "height": image.height, "bytes": len(data),
+        manifest[name] = {"width": image.width, "height": image.height, "level": header.quality, "bytes": len(data),
                           "tokens_sha256": digest(tokens.numpy().astype("<u2")),
                           "pixels_sha256": digest(np.asarray(decoded))}
     (folder / "vectors.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -91,11 +102,13 @@ def test_vector_decodes_to_its_tokens_and_pixels(codec, model, name):
     (header, tokens), = codec.tokens_many([data], [name])
     assert (header.width, header.height) == (expected["width"], expected["height"])
     assert digest(tokens.numpy().astype("<u2")) == expected["tokens_sha256"]
+    assert header.quality == expected.get("level", 1)
     maker = codec.for_model(header.model_id)
     assert maker.model.model_id.hex() == zoo.shipped()["models"][model]
-    decoded, = token_images(maker.model.tokenizer, [tokens], (header.width, header.height))
-    decoded = np.asarray(decoded.convert(header.mode)).astype(int)
-    assert np.array_equal(decoded, np.asarray(codec.decompress(data)).astype(int))
+    decoded = np.asarray(codec.decompress(data)).astype(int)  # an enhancement's symbols pass its checksum
+    if header.quality == 1:  # the base layer alone: the tokenizer's pixels
+        base, = token_images(maker.model.tokenizer, [tokens], (header.width, header.height))
+        assert np.array_equal(np.asarray(base.convert(header.mode)).astype(int), decoded)
     with Image.open(VECTORS / model / f"{name}.png") as reference:
         assert reference.mode == header.mode
         reference_pixels = np.asarray(reference).astype(int)
@@ -104,6 +117,24 @@ def test_vector_decodes_to_its_tokens_and_pixels(codec, model, name):
     difference = np.abs(decoded - reference_pixels)
     assert difference.max() <= 1 and (difference > 0).mean() <= PIXEL_TOLERANCE, (
         f"{model}/{name}: {int((difference > 0).sum())} values differ, by up to {difference.max()}")
+
+
+@pytest.mark.parametrize("name", sorted(manifest(zoo.shipped()["default"])))
+def test_default_vectors_re_encode_to_the_same_bytes(codec, name):
+    """The default model's encoder, on this machine's kind, writes its vectors again byte for byte."""
+    image, quality = sources()[name]
+    data = (VECTORS / zoo.shipped()["default"] / f"{name}.stkc").read_bytes()
+    assert codec.compress(image, quality=quality) == data
+
+
+def test_a_vector_cut_after_its_base_is_its_level_1_vector(codec):
+    from stkcodec import bitstream
+
+    folder = VECTORS / zoo.shipped()["default"]
+    if codec.levels == 1:
+        pytest.skip("the default model has one level")
+    top = (folder / f"frame-150x100-q{codec.levels}.stkc").read_bytes()
+    assert top[: bitstream.parse(top)[0].base_bytes] == (folder / "frame-150x100-q1.stkc").read_bytes()
 
 
 def test_shipped_models_load_by_name_and_an_explicit_model_refuses_other_files(tiny_codec_model):
