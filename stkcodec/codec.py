@@ -180,12 +180,13 @@ class Codec:
                     results[index] = data
         return results
 
-    def _enhancements(self, rgb, grids, headers, size, levels: list[int], on_tiles):
-        """Per image, (file bytes, decoded RGB pixels) at each quality level in `levels` (2 or more)."""
+    def _enhancements(self, rgb, grids, headers, size, levels: list[int], on_tiles, reconstruct: bool = False):
+        """Per image, (file bytes, decoded RGB pixels if `reconstruct`) at each quality level in
+        `levels` (2 or more)."""
         bases = [np.asarray(image) for image in token_images(self.model.tokenizer, grids, size)]
         starts = [bitstream.symbols_crc_start(header.token_crc32) for header, _ in headers]
         coded = self.enhancement.encode([np.asarray(image) for image in rgb], bases, [q - 2 for q in levels],
-                                        base_crcs=starts, on_tiles=on_tiles)
+                                        base_crcs=starts, reconstruct=reconstruct, on_tiles=on_tiles)
         files = []
         for (header, payload), per_level in zip(headers, coded):
             options = []
@@ -204,7 +205,8 @@ class Codec:
         base_files = [header.pack_file(payload) for header, payload in headers]
         if self.levels == 1:
             return base_files
-        bases, files = self._enhancements(rgb, grids, headers, size, list(range(2, self.levels + 1)), on_tiles)
+        bases, files = self._enhancements(rgb, grids, headers, size, list(range(2, self.levels + 1)), on_tiles,
+                                          reconstruct=target_psnr is not None)
         chosen = []
         for image, base_file, base, options in zip(rgb, base_files, bases, files):
             candidates = [(base_file, base)] + options  # level 1, 2, ...

@@ -34,7 +34,7 @@ class Coded:
 
     payload: bytes
     crc32: int
-    pixels: np.ndarray  # (H, W, 3) uint8, what a decoder shows
+    pixels: np.ndarray | None  # (H, W, 3) uint8, what a decoder shows (when asked for)
 
 
 def _padded(pixels: np.ndarray, patch: int) -> np.ndarray:
@@ -83,16 +83,17 @@ class EnhancementCoder:
         return self.model.decode(torch.from_numpy(latents).float(), bases)
 
     def encode(self, images: Sequence[np.ndarray], bases: Sequence[np.ndarray], levels: Sequence[int], *,
-               base_crcs: Sequence[int], on_tiles: Callable[[int], None] | None = None) -> list[list[Coded]]:
+               base_crcs: Sequence[int], reconstruct: bool = False,
+               on_tiles: Callable[[int], None] | None = None) -> list[list[Coded]]:
         """Images and their base reconstructions ((H, W, 3) uint8, one size) -> per image, its
-        enhancement at each 0-based level in `levels`."""
+        enhancement at each 0-based level in `levels` (with the decoded pixels if `reconstruct`)."""
         height, width = images[0].shape[:2]
         rows, cols = -(-height // self.patch), -(-width // self.patch)
         padded = [_padded(a, self.patch) for a in images]
         padded_bases = [_padded(a, self.patch) for a in bases]
         encoders = [[constriction.stream.queue.RangeEncoder() for _ in levels] for _ in images]
         crcs = [[base_crcs[i]] * len(levels) for i in range(len(images))]
-        canvases = [[a.copy() for _ in levels] for a in padded_bases]
+        canvases = [[a.copy() for _ in levels] if reconstruct else [] for a in padded_bases]
         for chunk in coding_chunks(rows, cols, *self.tile):
             for batch in _batches(len(images), len(chunk)):
                 x = _tiles(padded[batch], chunk, self.patch)
@@ -109,6 +110,8 @@ class EnhancementCoder:
                         crcs[index][slot] = _chain(crcs[index][slot], s)
                         symbols.append(s)
                         means.append(m)
+                    if not reconstruct:
+                        continue
                     pixels = self._decode_tiles(np.concatenate(symbols), np.concatenate(means), level, x0)
                     for offset, index in enumerate(range(len(images))[batch]):
                         _place([canvases[index][slot]], chunk, self.patch,
@@ -118,7 +121,8 @@ class EnhancementCoder:
                 if on_tiles is not None:
                     on_tiles(len(chunk) * (batch.stop - batch.start))
         return [[Coded(encoders[i][slot].get_compressed().astype("<u4").tobytes(), crcs[i][slot],
-                       canvases[i][slot][:height, :width]) for slot in range(len(levels))] for i in range(len(images))]
+                       canvases[i][slot][:height, :width] if reconstruct else None) for slot in range(len(levels))]
+                for i in range(len(images))]
 
     def decode(self, payloads: Sequence[bytes], bases: Sequence[np.ndarray], levels: Sequence[int], *,
                base_crcs: Sequence[int], names: Sequence[str],

@@ -38,7 +38,7 @@ class _Task:
     completed: float = 0.0
     info: str = ""
     visible: bool = True
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=lambda: time.monotonic())
 
 
 class PlainProgress:

@@ -92,15 +92,16 @@ TINY_ENHANCER = EnhancerConfig(levels=3, latent_channels=4, width=8, encoder_blo
                                context_width=8, refine_channels=4)
 
 
-def tiny_enhancer(seed: int = 0) -> Enhancer:
-    """A random enhancement layer whose output is not the base's (its last layers start at zero)."""
+def tiny_enhancer(seed: int = 0, context_gain: float = 20.0) -> Enhancer:
+    """A random enhancement layer whose output is not the base's (its last layers start at zero);
+    `context_gain` scales the context network's outputs (wild means and scales test the coder)."""
     torch.manual_seed(seed)
     enhancer = Enhancer(TINY_ENHANCER)
     enhancer.initialise_gains([0.002, 0.01, 0.05])
     with torch.no_grad():
         enhancer.dec_out.weight.normal_(0, 0.02)
         enhancer.log_gain.add_(1.0)  # latents of a few units: symbols other than 0 in every pass
-        enhancer.ctx_out.weight.mul_(20)
+        enhancer.ctx_out.weight.mul_(context_gain)
     return ModelFile.from_checkpoint(model_payload(enhancer))
 
 
@@ -108,3 +109,14 @@ def tiny_enhancer(seed: int = 0) -> Enhancer:
 def tiny_layered_model() -> CodecModel:
     """Tiny tokenizer and prior with a tiny enhancement layer: quality levels 1 to 4."""
     return CodecModel(*tiny_models(), tiny_enhancer())
+
+
+@pytest.fixture(scope="session")
+def tiny_layered_model_dir(tmp_path_factory) -> str:
+    """A model folder with an enhancement layer (enhancer.pt), for --model: levels 1 to 4."""
+    folder = tmp_path_factory.mktemp("tiny-layered-model")
+    tokenizer, prior = tiny_models()
+    save_model(tokenizer, folder / "tokenizer.pt")
+    save_model(prior, folder / "prior.pt", provenance={"train": {"tokenizer_id": tokenizer.model_id}})
+    save_model(tiny_enhancer(), folder / "enhancer.pt", provenance={"train": {"tokenizer_id": tokenizer.model_id}})
+    return str(folder)

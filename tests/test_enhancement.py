@@ -159,7 +159,7 @@ def test_damaged_enhancement_is_refused_or_decodes_to_the_original(codec, frames
     original = np.asarray(codec.decompress(data))
     header, _ = bitstream.parse(data)
     start = header.base_bytes
-    for offset in range(start, len(data), max(1, (len(data) - start) // 40)):
+    for offset in range(start, len(data), max(1, (len(data) - start) // 12)):
         for bit in (0, 5):
             damaged = bytearray(data)
             damaged[offset] ^= 1 << bit
@@ -197,18 +197,27 @@ def test_version_2_files_refuse_trailing_segments(codec, frames):
         bitstream.parse(as_v2.pack() + payload + data[header.base_bytes :])
 
 
-def test_float_bits_match_the_coded_bytes(tiny_layered_model, frames):
-    """The exact entropy model codes within a few percent of the float model's estimate."""
-    enhancer = tiny_layered_model.enhancer
-    codec = Codec(tiny_layered_model)
+def test_float_bits_match_the_coded_bytes(tiny_codec_model, frames):
+    """The exact entropy model codes within a few percent of the float model's estimate (a tame
+    model: under a wild one, symbols far out in a table's tail cost constriction's floor of 24
+    bits where the float estimate goes on to 30)."""
+    from stkcodec.zoo import CodecModel
+
+    from stkcodec.enhancer import ANCHOR_RATE
+
+    enhancer = tiny_enhancer(seed=1, context_gain=1.0)
+    with torch.no_grad():  # anchors modelled about as wide as their symbols are
+        enhancer.anchor_log_scale.fill_(1.0 / ANCHOR_RATE)
+    codec = Codec(CodecModel(tiny_codec_model.tokenizer, tiny_codec_model.prior, enhancer))
     image = frames[0]
     base = codec.decompress(codec.compress(image, quality=1))
-    x = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 255
-    x0 = torch.from_numpy(np.asarray(base)).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        _, bits = enhancer(x, x0, torch.tensor([2]), training=False)
-    header, _ = bitstream.parse(codec.compress(image, quality=4))
-    assert 8 * header.enhancement.payload_bytes == pytest.approx(float(bits), rel=0.05, abs=64)
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
+    x0 = torch.from_numpy(np.array(base)).permute(2, 0, 1)[None].float() / 255
+    for level in range(3):
+        with torch.no_grad():
+            _, bits = enhancer(x, x0, torch.tensor([level]), training=False)
+        header, _ = bitstream.parse(codec.compress(image, quality=level + 2))
+        assert 8 * header.enhancement.payload_bytes == pytest.approx(float(bits), rel=0.03, abs=64)
 
 
 def test_pillow_saves_and_opens_every_level(codec, frames, monkeypatch):
