@@ -150,26 +150,11 @@ class Codec:
             raise BadInputError("give quality= or a target, not both")
         quality = self.check_quality(self.model.default_quality if quality is None else quality)
         targeted = target_bytes is not None or target_psnr is not None
-        model = self.model
         results: list[bytes | None] = [None] * len(images)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for index, image in enumerate(images):
-            if image.width > MAX_SIDE or image.height > MAX_SIDE or image.width * image.height > self.max_pixels:
-                raise BadInputError(f"image {index}: {image.width}x{image.height} exceeds the size limit")
-            if image.width == 0 or image.height == 0:
-                raise BadInputError(f"image {index}: empty image")
-            by_size.setdefault(image.size, []).append(index)
         with torch.inference_mode():
-            for size, members in by_size.items():
+            for size, members in self._by_size(images).items():
                 rgb = [images[i].convert("RGB") for i in members]
-                grids = image_tokens(model.tokenizer, rgb)
-                payloads = encode_grids(model.exact_prior, grids, model.tile, on_tiles=on_tiles)
-                headers = []
-                for index, grid, payload in zip(members, grids, payloads):
-                    payload = payload.ljust(bitstream.min_payload_bytes(*grid.shape), b"\0")
-                    header = Header(model.model_id, size[0], size[1], model.tokenizer.config.patch_size,
-                                    model.tile[0], model.tile[1], len(payload), 0, colour=colour_mode(images[index]))
-                    headers.append((header.sealed(grid.numpy()), payload))
+                grids, headers = self._base_layer(rgb, [colour_mode(images[i]) for i in members], on_tiles)
                 if targeted:
                     chosen = self._targeted(rgb, grids, headers, size, target_bytes, target_psnr, on_tiles)
                 elif quality > 1:
@@ -179,6 +164,31 @@ class Codec:
                 for index, data in zip(members, chosen):
                     results[index] = data
         return results
+
+    def _by_size(self, images: Sequence[Image.Image]) -> dict[tuple[int, int], list[int]]:
+        """Indices of the images by size, each size checked."""
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            if image.width > MAX_SIDE or image.height > MAX_SIDE or image.width * image.height > self.max_pixels:
+                raise BadInputError(f"image {index}: {image.width}x{image.height} exceeds the size limit")
+            if image.width == 0 or image.height == 0:
+                raise BadInputError(f"image {index}: empty image")
+            by_size.setdefault(image.size, []).append(index)
+        return by_size
+
+    def _base_layer(self, rgb: list[Image.Image], colours: list[int], on_tiles) -> tuple[list, list]:
+        """RGB images of one size -> their token grids and (sealed header, base payload) each."""
+        model = self.model
+        width, height = rgb[0].size
+        grids = image_tokens(model.tokenizer, rgb)
+        headers = []
+        for grid, payload, colour in zip(grids, encode_grids(model.exact_prior, grids, model.tile, on_tiles=on_tiles),
+                                         colours):
+            payload = payload.ljust(bitstream.min_payload_bytes(*grid.shape), b"\0")
+            header = Header(model.model_id, width, height, model.tokenizer.config.patch_size,
+                            model.tile[0], model.tile[1], len(payload), 0, colour=colour)
+            headers.append((header.sealed(grid.numpy()), payload))
+        return grids, headers
 
     def _enhancements(self, rgb, grids, headers, size, levels: list[int], on_tiles, reconstruct: bool = False):
         """Per image, (file bytes, decoded RGB pixels if `reconstruct`) at each quality level in
@@ -200,24 +210,43 @@ class Codec:
         _, files = self._enhancements(rgb, grids, headers, size, [quality], on_tiles)
         return [options[0][0] for options in files]
 
-    def _targeted(self, rgb, grids, headers, size, target_bytes, target_psnr, on_tiles) -> list[bytes]:
-        """Per image, the level that meets the target (see compress_many)."""
+    def _candidates(self, rgb, grids, headers, size, on_tiles, reconstruct: bool) -> list[list[tuple[bytes, object]]]:
+        """Per image, (file, decoded RGB pixels or None) at every level, 1 first."""
         base_files = [header.pack_file(payload) for header, payload in headers]
         if self.levels == 1:
-            return base_files
+            bases = token_images(self.model.tokenizer, grids, size) if reconstruct else [None] * len(grids)
+            return [[(data, None if base is None else np.asarray(base))] for data, base in zip(base_files, bases)]
         bases, files = self._enhancements(rgb, grids, headers, size, list(range(2, self.levels + 1)), on_tiles,
-                                          reconstruct=target_psnr is not None)
+                                          reconstruct=reconstruct)
+        return [[(base_file, base)] + options for base_file, base, options in zip(base_files, bases, files)]
+
+    def _targeted(self, rgb, grids, headers, size, target_bytes, target_psnr, on_tiles) -> list[bytes]:
+        """Per image, the level that meets the target (see compress_many)."""
         chosen = []
-        for image, base_file, base, options in zip(rgb, base_files, bases, files):
-            candidates = [(base_file, base)] + options  # level 1, 2, ...
+        for image, candidates in zip(rgb, self._candidates(rgb, grids, headers, size, on_tiles,
+                                                           reconstruct=target_psnr is not None)):
             if target_bytes is not None:
                 fitting = [data for data, _ in candidates if len(data) <= target_bytes]
-                chosen.append(fitting[-1] if fitting else base_file)
+                chosen.append(fitting[-1] if fitting else candidates[0][0])
             else:
                 reference = np.asarray(image)
                 reaching = [data for data, pixels in candidates if psnr_rgb(reference, pixels) >= target_psnr]
                 chosen.append(reaching[0] if reaching else candidates[-1][0])
         return chosen
+
+    def every_level(self, images: Sequence[Image.Image]) -> list[list[tuple[bytes, np.ndarray]]]:
+        """Per image, (`.stkc` bytes, the RGB pixels (H, W, 3) uint8 they decode to) at every quality
+        level, 1 first: one encoder pass for all of them (what --target-psnr weighs; benchmarks).
+        The pixels are the encoder's own reconstruction, which a decoder matches up to float
+        rounding (formats/stkc.md, Pixels)."""
+        results: list = [None] * len(images)
+        with torch.inference_mode():
+            for size, members in self._by_size(images).items():
+                rgb = [images[i].convert("RGB") for i in members]
+                grids, headers = self._base_layer(rgb, [colour_mode(images[i]) for i in members], None)
+                for index, candidates in zip(members, self._candidates(rgb, grids, headers, size, None, True)):
+                    results[index] = candidates
+        return results
 
     @functools.cached_property
     def enhancement(self) -> EnhancementCoder:
