@@ -189,11 +189,8 @@ def parse(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "inp
         raise BadInputError(f"{name}: invalid token grid (patch {patch}, tile {tile_rows}x{tile_cols})")
     if colour not in COLOURS:
         raise BadInputError(f"{name}: unknown colour mode {colour} (file damaged?)")
-    if payload_bytes % 4:
-        raise BadInputError(f"{name}: payload of {payload_bytes} bytes is not whole 32-bit words")
     actual = len(data) - layout.size
-    if actual < payload_bytes:
-        raise BadInputError(f"{name}: truncated ({actual} of {payload_bytes} payload bytes)")
+    _check_words(name, "payload", payload_bytes, actual)
     enhancement = None
     if actual > payload_bytes and version >= 3:
         enhancement = _parse_enhancement(data[layout.size + payload_bytes :], name)
@@ -208,6 +205,14 @@ def parse(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "inp
     return header, bytes(data[layout.size : layout.size + payload_bytes])
 
 
+def _check_words(name: str, what: str, declared: int, actual: int) -> None:
+    """A payload's declared length: whole 32-bit words, all of them present."""
+    if declared % 4:
+        raise BadInputError(f"{name}: {what} of {declared} bytes is not whole 32-bit words")
+    if actual < declared:
+        raise BadInputError(f"{name}: truncated ({actual} of {declared} {what} bytes)")
+
+
 def _parse_enhancement(data: bytes, name: str) -> Enhancement:
     """The bytes after a version-3 base payload: one enhancement segment, whole."""
     if len(data) < ENHANCEMENT.size:
@@ -217,11 +222,8 @@ def _parse_enhancement(data: bytes, name: str) -> Enhancement:
         raise BadInputError(f"{name}: {len(data)} unexpected bytes after the payload")
     if level < 2:
         raise BadInputError(f"{name}: enhancement of level {level}, expected 2 or more (file damaged?)")
-    if payload_bytes % 4:
-        raise BadInputError(f"{name}: enhancement payload of {payload_bytes} bytes is not whole 32-bit words")
     actual = len(data) - ENHANCEMENT.size
-    if actual < payload_bytes:
-        raise BadInputError(f"{name}: truncated ({actual} of {payload_bytes} enhancement bytes)")
+    _check_words(name, "enhancement", payload_bytes, actual)
     if actual > payload_bytes:
         raise BadInputError(f"{name}: {actual - payload_bytes} unexpected bytes after the enhancement")
     return Enhancement(level, payload_bytes, crc, bytes(data[ENHANCEMENT.size :]))

@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from .checkpoint import ModelFile
 from .patches import pad_to_patches
+from .tokenizer import ResBlock
 
 # Scales of the coded Gaussians (scaled domain) are SCALE_MIN * 2**(k / SCALE_STEPS), k < SCALES:
 # part of the format (enhance_exact.py builds the coding tables from them).
@@ -59,16 +60,6 @@ class EnhancerConfig:
 def checkerboard(rows: int, cols: int, device: torch.device | None = None) -> torch.Tensor:
     """(rows, cols) bool: True at the anchors, the cells coded first (row + column even)."""
     return (torch.arange(rows, device=device)[:, None] + torch.arange(cols, device=device)[None, :]) % 2 == 0
-
-
-class ResBlock(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
 
 
 class _LowerBound(torch.autograd.Function):

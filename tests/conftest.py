@@ -36,14 +36,20 @@ def tiny_codec_model() -> CodecModel:
     return CodecModel(*tiny_models())
 
 
+def _model_folder(folder, *, layered: bool) -> str:
+    tokenizer, prior = tiny_models()
+    save_model(tokenizer, folder / "tokenizer.pt")
+    trained_on = {"train": {"tokenizer_id": tokenizer.model_id}}
+    save_model(prior, folder / "prior.pt", provenance=trained_on)
+    if layered:
+        save_model(tiny_enhancer(), folder / "enhancer.pt", provenance=trained_on)
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """A model folder (tokenizer.pt + prior.pt) like models/, for --model."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tokenizer, prior = tiny_models()
-    save_model(tokenizer, folder / "tokenizer.pt")
-    save_model(prior, folder / "prior.pt", provenance={"train": {"tokenizer_id": tokenizer.model_id}})
-    return str(folder)
+    return _model_folder(tmp_path_factory.mktemp("tiny-model"), layered=False)
 
 
 # Slow tests whose files this suite's conftest does not own carry the mark from here.
@@ -114,9 +120,4 @@ def tiny_layered_model() -> CodecModel:
 @pytest.fixture(scope="session")
 def tiny_layered_model_dir(tmp_path_factory) -> str:
     """A model folder with an enhancement layer (enhancer.pt), for --model: levels 1 to 4."""
-    folder = tmp_path_factory.mktemp("tiny-layered-model")
-    tokenizer, prior = tiny_models()
-    save_model(tokenizer, folder / "tokenizer.pt")
-    save_model(prior, folder / "prior.pt", provenance={"train": {"tokenizer_id": tokenizer.model_id}})
-    save_model(tiny_enhancer(), folder / "enhancer.pt", provenance={"train": {"tokenizer_id": tokenizer.model_id}})
-    return str(folder)
+    return _model_folder(tmp_path_factory.mktemp("tiny-layered-model"), layered=True)
