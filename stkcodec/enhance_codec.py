@@ -100,19 +100,17 @@ class EnhancementCoder:
                 x0 = _tiles(padded_bases[batch], chunk, self.patch)
                 latents = self.model.encode(x, x0).numpy()  # (b*n, C, th, tw), unscaled
                 shape = (len(chunk), *latents.shape[1:])
+                members = list(range(len(images))[batch])
                 for slot, level in enumerate(levels):
-                    coder = ChunkCoder(self.entropy, level, shape)
                     gain = self.entropy.gain[level][None, :, None, None]
-                    symbols, means = [], []
-                    for offset, index in enumerate(range(len(images))[batch]):
-                        own = latents[offset * len(chunk) : (offset + 1) * len(chunk)]
-                        s, m = coder.encode(encoders[index][slot], own * gain)
-                        crcs[index][slot] = _chain(crcs[index][slot], s)
-                        symbols.append(s)
-                        means.append(m)
+                    own = [latents[k * len(chunk) : (k + 1) * len(chunk)] * gain for k in range(len(members))]
+                    coded = ChunkCoder(self.entropy, level, shape).encode([encoders[i][slot] for i in members], own)
+                    for index, (symbols, _) in zip(members, coded):
+                        crcs[index][slot] = _chain(crcs[index][slot], symbols)
                     if not reconstruct:
                         continue
-                    pixels = self._decode_tiles(np.concatenate(symbols), np.concatenate(means), level, x0)
+                    pixels = self._decode_tiles(np.concatenate([s for s, _ in coded]),
+                                                np.concatenate([m for _, m in coded]), level, x0)
                     for offset, index in enumerate(range(len(images))[batch]):
                         _place([canvases[index][slot]], chunk, self.patch,
                                pixels[offset * len(chunk) : (offset + 1) * len(chunk)])
@@ -140,17 +138,20 @@ class EnhancementCoder:
             for batch in _batches(len(payloads), len(chunk)):
                 members = list(range(len(payloads))[batch])
                 x0 = _tiles(padded_bases[batch], chunk, self.patch)
-                latents = []
-                for index in members:
-                    coder = ChunkCoder(self.entropy, levels[index], (len(chunk), self.model.config.latent_channels,
-                                                                     chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2]))
+                shape = (len(chunk), self.model.config.latent_channels, chunk[0][1] - chunk[0][0],
+                         chunk[0][3] - chunk[0][2])
+                latents: dict[int, np.ndarray] = {}
+                for level in sorted({levels[i] for i in members}):  # one context pass per level
+                    same = [i for i in members if levels[i] == level]
                     try:
-                        symbols, means = coder.decode(decoders[index])
+                        decoded = ChunkCoder(self.entropy, level, shape).decode([decoders[i] for i in same])
                     except (ValueError, RuntimeError, AssertionError, OverflowError) as error:
-                        raise BadInputError(f"{names[index]}: corrupt enhancement payload ({error})") from None
-                    crcs[index] = _chain(crcs[index], symbols)
-                    latents.append((symbols + means / ONE) * self.entropy.inv_gain[levels[index]][None, :, None, None])
-                pixels = self.model.decode(torch.from_numpy(np.concatenate(latents)).float(), x0)
+                        culprit = names[same[0]] if len(same) == 1 else "one of " + ", ".join(names[i] for i in same)
+                        raise BadInputError(f"{culprit}: corrupt enhancement payload ({error})") from None
+                    for index, (symbols, means) in zip(same, decoded):
+                        crcs[index] = _chain(crcs[index], symbols)
+                        latents[index] = (symbols + means / ONE) * self.entropy.inv_gain[level][None, :, None, None]
+                pixels = self.model.decode(torch.from_numpy(np.concatenate([latents[i] for i in members])).float(), x0)
                 for offset, index in enumerate(members):
                     _place([canvases[index]], chunk, self.patch, pixels[offset * len(chunk) : (offset + 1) * len(chunk)])
                 if len(chunk) > 1:

@@ -166,7 +166,9 @@ def _runs(indices: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
 
 
 class ChunkCoder:
-    """Codes the symbols of one stream's tiles (n, C, h, w) at one level, pass by pass."""
+    """Codes the symbols of one chunk's tiles (n, C, h, w) at one level, pass by pass, for several
+    streams at once (one image each): the context network runs once for all of them, and each
+    stream's symbols go to its own coder. A stream's integers never depend on the others."""
 
     def __init__(self, entropy: ExactEnhancerEntropy, level: int, shape: tuple[int, int, int, int]) -> None:
         self.entropy, self.level, self.shape = entropy, level, shape
@@ -176,41 +178,53 @@ class ChunkCoder:
         self.anchor_mean = mean[channel_of[self.anchor_cells]]  # (cells,) integer units
         self.anchor_index = index[channel_of[self.anchor_cells]]
 
-    def decoded_anchors(self, anchor_symbols: np.ndarray) -> np.ndarray:
-        """Anchor symbols in pass order -> ŷ (n, C, h, w) integer units, zero at the other cells."""
-        grid = np.zeros(int(np.prod(self.shape)))
-        grid[self.anchor_cells] = anchor_symbols * ONE + self.anchor_mean
-        return grid.reshape(self.shape)
+    def _decoded_anchors(self, anchor_symbols: list[np.ndarray]) -> np.ndarray:
+        """Each stream's anchor symbols in pass order -> ŷ (streams*n, C, h, w) integer units, zero
+        at the other cells."""
+        grid = np.zeros((len(anchor_symbols), int(np.prod(self.shape))))
+        for stream, symbols in enumerate(anchor_symbols):
+            grid[stream, self.anchor_cells] = symbols * ONE + self.anchor_mean
+        return grid.reshape(len(anchor_symbols) * self.shape[0], *self.shape[1:])
 
-    def other_parameters(self, decoded_anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, index = self.entropy.context(decoded_anchors, self.level)
-        return mean.reshape(-1)[self.other_cells], index.reshape(-1)[self.other_cells]
+    def _other_parameters(self, anchor_symbols: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        mean, index = self.entropy.context(self._decoded_anchors(anchor_symbols), self.level)
+        mean, index = mean.reshape(len(anchor_symbols), -1), index.reshape(len(anchor_symbols), -1)
+        return [(m[self.other_cells], k[self.other_cells]) for m, k in zip(mean, index)]
 
-    def encode(self, encoder, scaled_latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scaled latents y·g (n, C, h, w) float -> coded; returns (symbols, means in integer units)
-        (n, C, h, w), what ŷ = symbols + means / 2**F is made of."""
-        y = scaled_latents.reshape(-1).astype(np.float64)
-        symbols = np.empty(y.size, dtype=np.int64)
-        means = np.empty(y.size)
-        anchor = np.clip(np.round(y[self.anchor_cells] - self.anchor_mean / ONE), -SYMBOL_RANGE, SYMBOL_RANGE)
-        _encode_pass(encoder, anchor.astype(np.int64), self.anchor_index)
-        other_mean, other_index = self.other_parameters(self.decoded_anchors(anchor))
-        other = np.clip(np.round(y[self.other_cells] - other_mean / ONE), -SYMBOL_RANGE, SYMBOL_RANGE)
-        _encode_pass(encoder, other.astype(np.int64), other_index)
-        symbols[self.anchor_cells], symbols[self.other_cells] = anchor, other
-        means[self.anchor_cells], means[self.other_cells] = self.anchor_mean, other_mean
-        return symbols.reshape(self.shape), means.reshape(self.shape)
+    def _grids(self, anchors, others, other_means) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for anchor, other, other_mean in zip(anchors, others, other_means):
+            symbols = np.empty(int(np.prod(self.shape)), dtype=np.int64)
+            means = np.empty(symbols.size)
+            symbols[self.anchor_cells], symbols[self.other_cells] = anchor, other
+            means[self.anchor_cells], means[self.other_cells] = self.anchor_mean, other_mean
+            out.append((symbols.reshape(self.shape), means.reshape(self.shape)))
+        return out
 
-    def decode(self, decoder) -> tuple[np.ndarray, np.ndarray]:
-        """The inverse of `encode`: (symbols, means in integer units) (n, C, h, w)."""
-        symbols = np.empty(int(np.prod(self.shape)), dtype=np.int64)
-        means = np.empty(symbols.size)
-        anchor = _decode_pass(decoder, self.anchor_index)
-        other_mean, other_index = self.other_parameters(self.decoded_anchors(anchor))
-        other = _decode_pass(decoder, other_index)
-        symbols[self.anchor_cells], symbols[self.other_cells] = anchor, other
-        means[self.anchor_cells], means[self.other_cells] = self.anchor_mean, other_mean
-        return symbols.reshape(self.shape), means.reshape(self.shape)
+    def encode(self, encoders: list, scaled_latents: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each stream's scaled latents y·g (n, C, h, w) float -> coded by its encoder; returns per
+        stream (symbols, means in integer units) (n, C, h, w): ŷ = symbols + means / 2**F."""
+        flat = [y.reshape(-1).astype(np.float64) for y in scaled_latents]
+        anchors = [np.clip(np.round(y[self.anchor_cells] - self.anchor_mean / ONE), -SYMBOL_RANGE,
+                           SYMBOL_RANGE).astype(np.int64) for y in flat]
+        for encoder, anchor in zip(encoders, anchors):
+            _encode_pass(encoder, anchor, self.anchor_index)
+        others, other_means = [], []
+        for encoder, y, (mean, index) in zip(encoders, flat, self._other_parameters(anchors)):
+            other = np.clip(np.round(y[self.other_cells] - mean / ONE), -SYMBOL_RANGE, SYMBOL_RANGE).astype(np.int64)
+            _encode_pass(encoder, other, index)
+            others.append(other)
+            other_means.append(mean)
+        return self._grids(anchors, others, other_means)
+
+    def decode(self, decoders: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The inverse of `encode`: per stream (symbols, means in integer units) (n, C, h, w)."""
+        anchors = [_decode_pass(decoder, self.anchor_index) for decoder in decoders]
+        others, other_means = [], []
+        for decoder, (mean, index) in zip(decoders, self._other_parameters(anchors)):
+            others.append(_decode_pass(decoder, index))
+            other_means.append(mean)
+        return self._grids(anchors, others, other_means)
 
 
 def _encode_pass(encoder, symbols: np.ndarray, indices: np.ndarray) -> None:
