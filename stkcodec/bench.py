@@ -185,10 +185,10 @@ def compare_to_stkc(stkc: Sweep, other: Sweep) -> dict:
     """At equal PSNR, level 1's figures (the base layer) and, under "levels", every level's
     (level, mean_psnr, mean_bytes and the same figures)."""
     result = _versus(stkc.bytes[0], stkc.psnr[0], other)
-    result["levels"] = [{"level": level, "mean_psnr": _json_number(_mean(stkc.psnr[k]), 3),
+    result["levels"] = [{"level": k + 1, "mean_psnr": _json_number(_mean(stkc.psnr[k]), 3),
                          "mean_bytes": _json_number(_mean(stkc.bytes[k]), 1),
                          **{k2: v for k2, v in _versus(stkc.bytes[k], stkc.psnr[k], other).items() if k2 != "per_image"}}
-                        for k, level in enumerate(stkc.qualities)]
+                        for k in range(stkc.bytes.shape[0])]
     return result
 
 

@@ -43,8 +43,8 @@ class _Task:
 
 class PlainProgress:
     """The part of rich's Progress that stkc uses, as a line per task every PLAIN_EVERY_S seconds
-    (and one when a task that ran that long completes): `compress: 40/100 (40%), 0:01:05, 0:01:38 left`.
-    Work shorter than that prints nothing."""
+    (and one when a task that ran that long completes), and each task's last state at the end, as
+    rich leaves its bars: `compress: 40/100 (40%), 0:01:05, 0:01:38 left`."""
 
     def __init__(self, stream=None, every_s: float = PLAIN_EVERY_S) -> None:
         self.stream = stream or sys.stderr
@@ -56,7 +56,9 @@ class PlainProgress:
         return self
 
     def __exit__(self, *exc) -> None:
-        return None
+        for entry in self.tasks:  # each task's last state, once (as rich leaves its bars)
+            if entry.visible and not getattr(entry, "_said_done", False):
+                self._print(entry)
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0, info: str = "",
                  visible: bool = True, **_) -> int:
@@ -85,6 +87,11 @@ class PlainProgress:
         if finished and getattr(entry, "_said_done", False):
             return
         self.last = now
+        self._print(entry)
+
+    def _print(self, entry: _Task) -> None:
+        now = time.monotonic()
+        finished = entry.total is not None and entry.completed >= entry.total
         elapsed = now - entry.started
         parts = [f"{entry.description}: {entry.completed:g}"]
         if entry.total:
