@@ -2,7 +2,9 @@
 processes at once, and an epoch of a DataLoader over compressed frames. Models side by side.
 
     python3 benchmarks/throughput.py ../shared/data/supertuxkart/valid \
-        --models p5-10bit-deep,p5-10bit-groups --limit 100 [--epoch] [--json]
+        --models p5-10bit-groups,default@1,default@3 --limit 100 [--epoch] [--json]
+
+A model may name its quality level after an @ (`default@3`: `stkc compress -q 3`).
 
 For each model: `stkc -v compress` and `stkc -v decompress` of `limit` frames spread over the
 folder, in ms per frame of coding (the CLI's own timing, model loading excluded) and of wall
@@ -52,12 +54,14 @@ def main() -> None:
     report: dict = {"frames": len(frames), "python_start_s": run([sys.executable, "-c", "pass"])[0], "models": {}}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        for model in args.models.split(","):
-            out = scratch / model
+        for entry in args.models.split(","):
+            model, _, quality = entry.partition("@")
+            level = ["-q", quality] if quality else []
+            out = scratch / entry
             (out / "stkc").mkdir(parents=True)
             (out / "png").mkdir()
             figures: dict = {}
-            wall, stderr = run([*stkc, "-v", "compress", *frames, "-o", str(out / "stkc"), "--model", model])
+            wall, stderr = run([*stkc, "-v", "compress", *frames, "-o", str(out / "stkc"), "--model", model, *level])
             figures["compress_ms_per_frame"] = 1000 * coding_seconds(stderr) / len(frames)
             figures["compress_wall_ms_per_frame"] = 1000 * wall / len(frames)
             files = sorted(str(p) for p in (out / "stkc").iterdir())
@@ -69,16 +73,17 @@ def main() -> None:
             wall, stderr = run([*stkc, "-v", "decompress", files[0], "-o", str(one), "--force"])
             figures["decompress_one_file_s"] = wall
             figures["decompress_one_file_stages"] = stderr.strip().splitlines()[-1]
-            alone, _ = run([*stkc, "compress", *frames[:40], "-o", str(out / "stkc"), "--force", "--model", model])
+            alone, _ = run([*stkc, "compress", *frames[:40], "-o", str(out / "stkc"), "--force", "--model", model,
+                            *level])
             start = time.perf_counter()
             pair = [subprocess.Popen([*stkc, "compress", *frames[:40], "-o", str(out / "stkc"), "--force", "--model",
-                                      model], stderr=subprocess.DEVNULL) for _ in range(2)]
+                                      model, *level], stderr=subprocess.DEVNULL) for _ in range(2)]
             for process in pair:
                 process.wait()
             figures["compress_40_alone_s"] = alone
             figures["compress_40_two_at_once_s"] = time.perf_counter() - start
             figures["two_at_once_slowdown"] = figures["compress_40_two_at_once_s"] / alone
-            report["models"][model] = figures
+            report["models"][entry] = figures
         if args.epoch:
             report["epoch"] = epoch(args.data, scratch / "epoch")
     if args.json:
