@@ -329,17 +329,29 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, tokenizer_
     run_config = make_train_config(ctx, resumed, chosen, weight_decay=0.0, warmup_steps=100)
     data = data_source(data, resumed, "train", "folder", "--data", required=True)
     valid = data_source(valid, resumed, "valid", "folder", "--valid", required=False)
-    tokenizer = load_model(tokenizer_path or model_file(resolve(None), "tokenizer.pt"), kind="tokenizer")
+    # a resumed run keeps its tokenizer, frames and cache unless told otherwise
+    tokenizer_path = data_source(tokenizer_path, resumed, "train", "tokenizer_file", "--tokenizer", required=False)
+    tokenizer_path = str(tokenizer_path or model_file(resolve(None), "tokenizer.pt"))
+    pairs_cache = data_source(pairs_cache, resumed, "train", "pairs_file", "--pairs-cache", required=False)
+    if resumed and "frames" not in chosen:
+        frames = resumed.data("train", "frames") if resumed.data("train", "limit") is not None else frames
+    if resumed and "mirrored" not in chosen and resumed.data("train", "mirrored") is not None:
+        mirrored = resumed.data("train", "mirrored")
+    tokenizer = load_model(tokenizer_path, kind="tokenizer")
 
     def pairs_of(folder, limit, flip, cache):
         if cache and Path(cache).exists():
-            return BasePairs.load(cache)
-        with make_progress(disable=ctx.obj["quiet"]) as progress:
-            task = progress.add_task("base layer", total=None, info=str(folder))
-            pairs = BasePairs.build(tokenizer, folder, limit=limit, mirrored=flip,
-                                    on_batch=lambda n: progress.advance(task, n))
-        if cache:
-            pairs.save(cache)
+            pairs = BasePairs.load(cache, tokenizer_id=tokenizer.model_id)
+        else:
+            with make_progress(disable=ctx.obj["quiet"]) as progress:
+                task = progress.add_task("base layer", total=None, info=str(folder))
+                pairs = BasePairs.build(tokenizer, folder, limit=limit, mirrored=flip,
+                                        on_batch=lambda n: progress.advance(task, n))
+            if cache:
+                pairs.save(cache)
+        pairs.source = {**pairs.source, "folder": str(Path(folder).resolve()), "tokenizer_id": tokenizer.model_id,
+                        "tokenizer_file": str(Path(tokenizer_path).resolve()), "limit": limit, "mirrored": flip,
+                        **({"pairs_file": str(Path(cache).resolve())} if cache else {})}
         return pairs
 
     train_data = pairs_of(data, frames, mirrored, pairs_cache)

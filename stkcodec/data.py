@@ -291,18 +291,26 @@ class BasePairs:
 
     def save(self, path: str | Path) -> None:
         buffer = io.BytesIO()
-        np.savez(buffer, images=self.images, bases=self.bases,
+        np.savez(buffer, images=self.images, bases=self.bases, tokenizer_id=np.array(self.source.get("tokenizer_id", "")),
                  source=np.array(repr(sorted(self.source.items()))), format=np.array(PAIRS_FORMAT),
                  format_version=np.array(PAIRS_VERSION))
         atomic_write(Path(path), buffer.getvalue(), force=True)
 
     @classmethod
-    def load(cls, path: str | Path, *, source: dict | None = None) -> "BasePairs":
+    def load(cls, path: str | Path, *, tokenizer_id: str | None = None) -> "BasePairs":
+        """Pairs saved by `save`; with `tokenizer_id`, refused unless that tokenizer made the bases."""
         try:
             with np.load(path, allow_pickle=False) as stored:
                 if str(stored.get("format", "")) != PAIRS_FORMAT:
                     raise BadInputError(f"{path}: not a stkc base-pairs file")
-                return cls(stored["images"], stored["bases"], source=source or {"pairs_file": os.path.abspath(path)})
+                made_by = str(stored.get("tokenizer_id", ""))
+                if tokenizer_id is not None and made_by != tokenizer_id:
+                    from .errors import ModelMismatchError
+
+                    raise ModelMismatchError(f"{path}: base reconstructions of tokenizer {made_by[:12] or '?'}, "
+                                             f"expected {tokenizer_id[:12]}")
+                return cls(stored["images"], stored["bases"],
+                           source={"pairs_file": os.path.abspath(path), "tokenizer_id": made_by})
         except (OSError, ValueError, KeyError) as error:
             raise BadInputError(f"{path}: cannot read base pairs ({error})") from None
 

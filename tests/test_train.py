@@ -269,3 +269,30 @@ def test_weight_decay_spares_gains_and_biases():
     for name, parameter in model.named_parameters():
         assert decays[id(parameter)] == (0.1 if parameter.dim() >= 2 else 0.0), name
     assert any(p.dim() < 2 for p in model.parameters())  # RMSNorm gains: the case that matters
+
+
+def test_train_enhancer_runs_resumes_and_makes_a_model_with_levels(tmp_path, frames_dir, tiny_model_dir):
+    from stkcodec.codec import Codec
+
+    from .conftest import make_image
+
+    tokenizer = str(Path(tiny_model_dir) / "tokenizer.pt")
+    common = ["train", "enhancer", "--data", frames_dir, "--tokenizer", tokenizer, "--batch-size", "2",
+              "--latent-channels", "4", "--width", "8", "--context-width", "8", "--lambdas", "0.001,0.01",
+              "--checkpoint-dir", str(tmp_path / "ck"), "--quiet"]
+    result = run([*common, "--steps", "2", "--pairs-cache", str(tmp_path / "pairs.npz"), "-o", str(tmp_path / "e.pt")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pairs.npz").exists()
+    resumed = run(["train", "enhancer", "--resume", str(tmp_path / "e.pt"), "--steps", "4", "--quiet",
+                   "--checkpoint-dir", str(tmp_path / "ck"), "-o", str(tmp_path / "e2.pt")])
+    assert resumed.exit_code == 0, resumed.output
+    assert read_checkpoint(tmp_path / "e2.pt")["step"] == 4
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("tokenizer.pt", "prior.pt"):
+        (folder / name).write_bytes((Path(tiny_model_dir) / name).read_bytes())
+    (folder / "enhancer.pt").write_bytes((tmp_path / "e2.pt").read_bytes())
+    codec = Codec(str(folder))
+    assert codec.levels == 3
+    image = make_image(150, 100, seed=4)
+    assert codec.decompress(codec.compress(image, quality=3)).size == image.size
