@@ -324,8 +324,8 @@ class Codec:
                 bases = token_images(self.model.tokenizer, [decoded[i][1] for i in members], size)
                 for index, image in zip(members, bases):
                     images[index] = image
-                self._enhance([decoded[i][0] for i in members], bases, [names[i] for i in members],
-                              [members[k] for k in range(len(members))], images, on_tiles)
+                self._enhance([decoded[i][0] for i in members], bases, [names[i] for i in members], members,
+                              images, on_tiles)
         for index, (header, _) in enumerate(decoded):
             if images[index].mode != header.mode:
                 images[index] = images[index].convert(header.mode)

@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from .enhancer import ANCHOR_RATE, SCALE_MIN, SCALE_STEPS, SCALES, Enhancer, checkerboard
-from .exact import EXP2_FRACTION, EXP_STEPS, FRAC_BITS, WEIGHT_BITS, _float64, _matmul
+from .exact import EXP2_FRACTION, EXP_STEPS, FRAC_BITS, LOG2_E, WEIGHT_BITS, _float64, _matmul
 
 SYMBOL_RANGE = 255  # symbols are clamped to [-SYMBOL_RANGE, SYMBOL_RANGE] (part of the format)
 ONE = float(2**FRAC_BITS)
@@ -62,9 +62,6 @@ def exp2(values: np.ndarray) -> np.ndarray:
     steps = np.where(top, 0, steps).astype(np.int64)
     fraction = EXP2_FRACTION[steps >> 8] * FINE_FRACTION[steps & 255]
     return np.ldexp(np.where(top, 1.0, 2.0 * fraction), whole.astype(np.int64))
-
-
-LOG2_E = 1.4426950408889634
 
 
 def table_scales() -> np.ndarray:
