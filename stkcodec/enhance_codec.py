@@ -78,9 +78,9 @@ class EnhancementCoder:
     def levels(self) -> int:
         return self.model.config.levels
 
-    def _decode_tiles(self, symbols: np.ndarray, means: np.ndarray, level: int, bases: torch.Tensor) -> torch.Tensor:
-        latents = (symbols + means / ONE) * self.entropy.inv_gain[level][None, :, None, None]
-        return self.model.decode(torch.from_numpy(latents).float(), bases)
+    def _latents(self, symbols: np.ndarray, means: np.ndarray, level: int) -> np.ndarray:
+        """Symbols and integer means (n, C, h, w) at a 0-based level -> what D reads: ŷ / g."""
+        return (symbols + means / ONE) * self.entropy.inv_gain[level][None, :, None, None]
 
     def encode(self, images: Sequence[np.ndarray], bases: Sequence[np.ndarray], levels: Sequence[int], *,
                base_crcs: Sequence[int], reconstruct: bool = False,
@@ -109,8 +109,9 @@ class EnhancementCoder:
                         crcs[index][slot] = _chain(crcs[index][slot], symbols)
                     if not reconstruct:
                         continue
-                    pixels = self._decode_tiles(np.concatenate([s for s, _ in coded]),
-                                                np.concatenate([m for _, m in coded]), level, x0)
+                    latents_hat = self._latents(np.concatenate([s for s, _ in coded]),
+                                                np.concatenate([m for _, m in coded]), level)
+                    pixels = self.model.decode(torch.from_numpy(latents_hat).float(), x0)
                     for offset, index in enumerate(range(len(images))[batch]):
                         _place([canvases[index][slot]], chunk, self.patch,
                                pixels[offset * len(chunk) : (offset + 1) * len(chunk)])
@@ -150,7 +151,7 @@ class EnhancementCoder:
                         raise BadInputError(f"{culprit}: corrupt enhancement payload ({error})") from None
                     for index, (symbols, means) in zip(same, decoded):
                         crcs[index] = _chain(crcs[index], symbols)
-                        latents[index] = (symbols + means / ONE) * self.entropy.inv_gain[level][None, :, None, None]
+                        latents[index] = self._latents(symbols, means, level)
                 pixels = self.model.decode(torch.from_numpy(np.concatenate([latents[i] for i in members])).float(), x0)
                 for offset, index in enumerate(members):
                     _place([canvases[index]], chunk, self.patch, pixels[offset * len(chunk) : (offset + 1) * len(chunk)])
