@@ -2,10 +2,12 @@
 and batch sizes? (issue: portable bit-exact decoding)
 
 Encodes frames in a child process with the native settings, decodes them in children under
-each setting below, and the reverse (encode under each setting, decode natively). Reports the
-share of frames whose tokens match exactly and the largest pixel difference.
+each setting below, and the reverse (encode under each setting, decode natively). Every frame
+is coded at each quality level asked for (`--quality`, all of the model's by default): the base
+tokens are compared, and an enhancement decodes only if its symbols pass their checksum. Reports
+the share of files whose tokens match exactly and the largest pixel difference.
 
-    python3 benchmarks/portability.py ../shared/data/supertuxkart/valid --limit 500 [--model DIR] [--json]
+    python3 benchmarks/portability.py ../shared/data/supertuxkart/valid --limit 500 [--model DIR] [--quality 1,3,8] [--json]
 """
 
 from __future__ import annotations
@@ -34,35 +36,39 @@ SETTINGS = {
 BATCHES = {"batch-64": 64, "batch-1": 1}
 
 
-def worker(mode: str, folder: Path, model: str, batch: int, inputs: list[str]) -> None:
-    """Child process: encode `inputs` into folder/*.stkc, or decode folder/*.stkc into tokens + pixels."""
-    import torch
+def qualities(codec, asked: str | None) -> list[int]:
+    """`--quality` ("1,3,8"; None: every level of the model)."""
+    if not asked:
+        return list(range(1, codec.levels + 1))
+    return [int(q) for q in asked.split(",")]
 
+
+def worker(mode: str, folder: Path, model: str, batch: int, inputs: list[str], asked: str | None) -> None:
+    """Child process: encode `inputs` into folder/*.stkc at each level, or decode folder/*.stkc
+    into tokens + pixels."""
     from stkcodec.codec import Codec
     from stkcodec.imageio import open_image
 
     codec = Codec(model)
     if mode == "encode":
         for start in range(0, len(inputs), batch):
-            chunk = inputs[start : start + batch]
-            files = codec.compress_many([open_image(path, max_pixels=2**26) for path in chunk])
-            for index, data in enumerate(files, start):
-                (folder / f"{index:05d}.stkc").write_bytes(data)
+            chunk = [open_image(path, max_pixels=2**26) for path in inputs[start : start + batch]]
+            for quality in qualities(codec, asked):
+                for index, data in enumerate(codec.compress_many(chunk, quality=quality), start):
+                    (folder / f"{index:05d}-q{quality}.stkc").write_bytes(data)
         return
-    from stkcodec.codec import token_images
 
     names = sorted(folder.glob("*.stkc"))
     tokens, pixels, failures = {}, {}, []
     for start in range(0, len(names), batch):
         chunk = names[start : start + batch]
+        files = [path.read_bytes() for path in chunk]
         try:  # a failure is a checksum mismatch: this process computed other probabilities
-            decoded = codec.tokens_many([path.read_bytes() for path in chunk], [path.name for path in chunk])
+            decoded = codec.tokens_many(files, [path.name for path in chunk])
+            images = codec.decompress_many(files, [path.name for path in chunk])  # enhancements' checksums too
         except Exception as error:  # noqa: BLE001 - reported by the parent, not raised here
             failures.append(str(error))
             continue
-        size = (decoded[0][0].width, decoded[0][0].height)
-        with torch.inference_mode():
-            images = token_images(codec.model.tokenizer, [grid for _, grid in decoded], size)
         for path, (_, grid), image in zip(chunk, decoded, images):
             tokens[path.stem] = grid.numpy().astype(np.uint16)
             pixels[path.stem] = np.asarray(image)
@@ -70,12 +76,14 @@ def worker(mode: str, folder: Path, model: str, batch: int, inputs: list[str]) -
     (folder / "failures.json").write_text(json.dumps(failures))
 
 
-def run_child(mode: str, folder: Path, model: str, batch: int, inputs: list[str], env: dict) -> float:
+def run_child(mode: str, folder: Path, model: str, batch: int, inputs: list[str], env: dict,
+              asked: str | None = None) -> float:
     manifest = folder / "inputs.json"
     manifest.write_text(json.dumps(inputs))
     start = time.monotonic()
-    subprocess.run([sys.executable, __file__, "--worker", mode, str(folder), "--model", model, "--batch", str(batch)],
-                   env={**os.environ, **env}, check=True)
+    quality = ["--quality", asked] if asked else []
+    subprocess.run([sys.executable, __file__, "--worker", mode, str(folder), "--model", model, "--batch", str(batch),
+                    *quality], env={**os.environ, **env}, check=True)
     return time.monotonic() - start
 
 
@@ -95,7 +103,7 @@ def compare(reference: tuple[dict, dict], other: tuple[dict, dict]) -> dict:
     same_tokens = sum(np.array_equal(ref_tokens[k], tokens[k]) for k in ref_tokens)
     diffs = [int(np.abs(ref_pixels[k].astype(int) - pixels[k].astype(int)).max()) for k in ref_pixels]
     same_pixels = sum(d == 0 for d in diffs)
-    return {"frames": len(ref_tokens), "tokens_identical": same_tokens, "pixels_identical": same_pixels,
+    return {"files": len(ref_tokens), "tokens_identical": same_tokens, "pixels_identical": same_pixels,
             "max_pixel_diff": max(diffs, default=0)}
 
 
@@ -107,20 +115,22 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", choices=["encode", "decode"])
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--quality", help="Comma-separated quality levels to code each frame at.  [default: all]")
     args, rest = parser.parse_known_args()
     if args.worker:
         folder = Path(args.data)
-        worker(args.worker, folder, args.model, args.batch, json.loads((folder / "inputs.json").read_text()))
+        worker(args.worker, folder, args.model, args.batch, json.loads((folder / "inputs.json").read_text()),
+               args.quality)
         return
     from stkcodec.data import find_frames
 
     inputs = [str(p) for p in find_frames(args.data, args.limit)]
-    report = {"frames": len(inputs), "decode": {}, "encode": {}}
+    report = {"frames": len(inputs), "quality": args.quality or "all", "decode": {}, "encode": {}}
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         native = root / "native"
         native.mkdir()
-        report["native_encode_s"] = run_child("encode", native, args.model, 64, inputs, {})
+        report["native_encode_s"] = run_child("encode", native, args.model, 64, inputs, {}, args.quality)
         report["native_decode_s"] = run_child("decode", native, args.model, 64, inputs, {})
         reference = load_decoded(native)
         native_bytes = {p.name: p.read_bytes() for p in native.glob("*.stkc")}
@@ -137,7 +147,7 @@ def main() -> None:
             # the reverse: encode under this setting, decode natively
             folder = root / f"encode-{name}"
             folder.mkdir()
-            run_child("encode", folder, args.model, batch, inputs, env)
+            run_child("encode", folder, args.model, batch, inputs, env, args.quality)
             same_files = sum((folder / n).read_bytes() == data for n, data in native_bytes.items())
             if same_files == len(native_bytes):  # the very files decoded natively above
                 report["encode"][name] = {"files_identical_to_native": same_files, **compare(reference, reference)}
@@ -147,11 +157,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{report['frames']} frames; native encode {report['native_encode_s']:.1f} s, decode {report['native_decode_s']:.1f} s")
+        print(f"{report['frames']} frames at quality {report['quality']}; native encode {report['native_encode_s']:.1f} s, decode {report['native_decode_s']:.1f} s")
         for direction in ("decode", "encode"):
             for name, row in report[direction].items():
-                print(f"{direction:6} {name:16} tokens identical {row['tokens_identical']}/{row['frames']}, "
-                      f"pixels identical {row['pixels_identical']}/{row['frames']}, max pixel diff {row['max_pixel_diff']}"
+                print(f"{direction:6} {name:16} tokens identical {row['tokens_identical']}/{row['files']}, "
+                      f"pixels identical {row['pixels_identical']}/{row['files']}, max pixel diff {row['max_pixel_diff']}"
                       + (f", files identical {row['files_identical_to_native']}" if direction == "encode" else ""))
 
 

@@ -415,12 +415,15 @@ def bench_command(ctx: click.Context, data_dir, codecs, limit, as_json, plot, mo
     """Rate-distortion and speed of stkc against JPEG, WebP, AVIF and JPEG XL.
 
     Runs on the images under DATA_DIR (recursive), or on the shipped sample frames without it.
+    The report goes to stdout (with --json: the JSON, and the report to stderr).
     """
     import json
     from pathlib import Path
 
     from .bench import ALL_CODECS, find_frames, load_frames, run_bench, steps
     from .imageio import check_writable
+    from rich.console import Console
+
     from .progress import make_progress, stderr_console
     from .rdplot import plot_rd, require_matplotlib, results_table, settings_lines, summary_lines
 
@@ -443,12 +446,13 @@ def bench_command(ctx: click.Context, data_dir, codecs, limit, as_json, plot, mo
                                  info=f"{len(frames)} images")
         report = run_bench(frames, chosen, stkc_codec, name=f"stkc bench on {data_dir or 'the sample frames'}",
                            on_step=lambda n: progress.advance(task, n))
-    if not ctx.obj["quiet"]:
+    if not as_json or not ctx.obj["quiet"]:  # the report is the output; beside --json, a note on stderr
+        console = stderr_console if as_json else Console(highlight=False)
         for line in settings_lines(report):
-            say(ctx, line)
-        stderr_console.print(results_table(report))
+            console.print(line, markup=False)
+        console.print(results_table(report))
         for line in summary_lines(report):
-            say(ctx, line)
+            console.print(line, markup=False)
     if plot:
         plot_rd(report, plot)
         say(ctx, f"plot: {plot}")

@@ -294,10 +294,15 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
 @config_option("--context-width", type=click.IntRange(1),
               default=default("enhancer", "EnhancerConfig", "context_width"), show_default=True,
               help="Width of the context network (the exact, integer part).")
+@config_option("--base-context/--no-base-context", "base_context", default=True, show_default=True,
+              help="The entropy model also reads the base tokens (an embedding and a small integer network).")
+@click.option("--start-from", type=click.Path(),
+              help="Start from a trained enhancer's weights (a new run: the shared tensors copied, new levels "
+                   "extended from its last, a new base network starting at zero).")
 @training_options("enhancer.pt", batch_size=8, lr=1e-3)
 @click.pass_context
 def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, tokenizer_path, pairs_cache, lambdas,
-                   **options) -> None:
+                   base_context, start_from, **options) -> None:
     """Train the enhancement layer (quality levels above 1) over a tokenizer's base layer."""
     from pathlib import Path
 
@@ -313,6 +318,8 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, tokenizer_
     from .zoo import model_file, resolve
 
     resumed = Resumed.read(options["resume"], "enhancer") if options["resume"] else None
+    if resumed and start_from:
+        raise click.UsageError("--start-from begins a new run; --resume goes on with one: give one of them")
     chosen = chosen_options(ctx, resumed is not None)
     if "lambdas" in chosen or not resumed:
         try:
@@ -324,20 +331,22 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, tokenizer_
     else:
         values = tuple(resumed.loss["lambdas"])
     chosen["lambdas"], chosen["levels"] = values, len(values)
+    # a resumed run keeps its tokenizer, frames and cache unless told otherwise
+    tokenizer_path = data_source(tokenizer_path, resumed, "train", "tokenizer_file", "--tokenizer", required=False)
+    tokenizer_path = str(tokenizer_path or model_file(resolve(None), "tokenizer.pt"))
+    tokenizer = load_model(tokenizer_path, kind="tokenizer")
+    if "base_context" in chosen:
+        chosen["token_values"] = 2**tokenizer.config.bits if chosen.pop("base_context") else 0
     config, _ = settle(EnhancerConfig, resumed and resumed.architecture, chosen, fixed=True, what=options["resume"])
     loss, _ = settle(EnhancerLoss, resumed and resumed.loss, chosen)
     run_config = make_train_config(ctx, resumed, chosen, weight_decay=0.0, warmup_steps=100)
     data = data_source(data, resumed, "train", "folder", "--data", required=True)
     valid = data_source(valid, resumed, "valid", "folder", "--valid", required=False)
-    # a resumed run keeps its tokenizer, frames and cache unless told otherwise
-    tokenizer_path = data_source(tokenizer_path, resumed, "train", "tokenizer_file", "--tokenizer", required=False)
-    tokenizer_path = str(tokenizer_path or model_file(resolve(None), "tokenizer.pt"))
     pairs_cache = data_source(pairs_cache, resumed, "train", "pairs_file", "--pairs-cache", required=False)
     if resumed and "frames" not in chosen:
         frames = resumed.data("train", "frames") if resumed.data("train", "limit") is not None else frames
     if resumed and "mirrored" not in chosen and resumed.data("train", "mirrored") is not None:
         mirrored = resumed.data("train", "mirrored")
-    tokenizer = load_model(tokenizer_path, kind="tokenizer")
 
     def pairs_of(folder, limit, flip, cache):
         if cache and Path(cache).exists():
@@ -358,10 +367,16 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, tokenizer_
     valid_data = pairs_of(valid, run_config.valid_limit, False, None) if valid else None
     torch.manual_seed(run_config.seed)
     model = Enhancer(config)
+    provenance = {"base_tokenizer_id": tokenizer.model_id}
+    if start_from:
+        trained = load_model(start_from, kind="enhancer")
+        kept = model.adopt(trained, list(values))
+        provenance["started_from"] = {"file": str(Path(start_from).resolve()), "model_id": trained.model_id}
+        say(ctx, f"starting from {start_from} ({trained.model_id[:8]}); new: {', '.join(kept) or 'nothing'}")
     say(ctx, f"enhancer: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training "
              f"frames, levels 2-{config.levels + 1}")
-    run(model, EnhancerObjective(loss), train_data, valid_data, run_config, state=resumed and resumed.state,
-        provenance={"base_tokenizer_id": tokenizer.model_id}, log=lambda m: say(ctx, m))
+    run(model, EnhancerObjective(loss, adopted=bool(start_from)), train_data, valid_data, run_config,
+        state=resumed and resumed.state, provenance=provenance, log=lambda m: say(ctx, m))
 
 
 @click.command(context_settings=CONTEXT)

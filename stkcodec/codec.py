@@ -196,7 +196,8 @@ class Codec:
         bases = [np.asarray(image) for image in token_images(self.model.tokenizer, grids, size)]
         starts = [bitstream.symbols_crc_start(header.token_crc32) for header, _ in headers]
         coded = self.enhancement.encode([np.asarray(image) for image in rgb], bases, [q - 2 for q in levels],
-                                        base_crcs=starts, reconstruct=reconstruct, on_tiles=on_tiles)
+                                        base_crcs=starts, tokens=[grid.numpy() for grid in grids],
+                                        reconstruct=reconstruct, on_tiles=on_tiles)
         files = []
         for (header, payload), per_level in zip(headers, coded):
             options = []
@@ -324,15 +325,15 @@ class Codec:
                 bases = token_images(self.model.tokenizer, [decoded[i][1] for i in members], size)
                 for index, image in zip(members, bases):
                     images[index] = image
-                self._enhance([decoded[i][0] for i in members], bases, [names[i] for i in members], members,
-                              images, on_tiles)
+                self._enhance([decoded[i][0] for i in members], bases, [decoded[i][1] for i in members],
+                              [names[i] for i in members], members, images, on_tiles)
         for index, (header, _) in enumerate(decoded):
             if images[index].mode != header.mode:
                 images[index] = images[index].convert(header.mode)
         return images
 
-    def _enhance(self, headers: list[Header], bases: list[Image.Image], names: list[str], slots: list[int],
-                 images: list, on_tiles) -> None:
+    def _enhance(self, headers: list[Header], bases: list[Image.Image], grids: list[torch.Tensor], names: list[str],
+                 slots: list[int], images: list, on_tiles) -> None:
         """Decode the enhancement of each file that has one, into `images[slot]`."""
         layered = [k for k, header in enumerate(headers) if header.enhancement is not None]
         if not layered:
@@ -344,7 +345,7 @@ class Codec:
             [headers[k].enhancement.payload for k in layered], [np.asarray(bases[k]) for k in layered],
             [headers[k].quality - 2 for k in layered],
             base_crcs=[bitstream.symbols_crc_start(headers[k].token_crc32) for k in layered],
-            names=[names[k] for k in layered], on_tiles=on_tiles)
+            names=[names[k] for k in layered], tokens=[grids[k].numpy() for k in layered], on_tiles=on_tiles)
         for k, (pixels, crc) in zip(layered, decoded):
             if headers[k].enhancement.sealed(crc).crc32 != headers[k].enhancement.crc32:
                 raise BadInputError(f"{names[k]}: enhancement fails its checksum (damaged file, or this machine "

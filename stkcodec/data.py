@@ -11,6 +11,7 @@ import io
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -252,25 +253,42 @@ def load_tokens(path: str | Path, *, tokenizer_id: str | None = None) -> TokenGr
 
 
 PAIRS_FORMAT = "stkc-base-pairs"
-PAIRS_VERSION = 1
+PAIRS_VERSION = 2  # 2: with the base tokens; 1 (bases only) still loads
+
+
+@dataclass
+class PairBatch:
+    """A batch of base pairs: `pairs` (B, 6, H, W) float in [0, 1], the images' channels then
+    their base reconstructions'; `tokens` (B, h, w) int64, the base tokens (None when unknown)."""
+
+    pairs: torch.Tensor
+    tokens: torch.Tensor | None = None
+
+    def to(self, device) -> "PairBatch":
+        return PairBatch(self.pairs.to(device), None if self.tokens is None else self.tokens.to(device))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
 
 
 class BasePairs:
-    """Frames and their base reconstructions (what the enhancement layer learns to improve),
-    served as (B, 6, H, W) float batches: the image's channels, then x0's. No random flips or
-    crops: a flipped frame's base reconstruction is not its reconstruction flipped, so mirrored
-    frames come in as frames of their own (`build(..., mirrored=True)`)."""
+    """Frames, their base tokens and reconstructions (what the enhancement layer learns to
+    improve), served as `PairBatch`es. No random flips or crops: a flipped frame's base
+    reconstruction is not its reconstruction flipped, so mirrored frames come in as frames of
+    their own (`build(..., mirrored=True)`)."""
 
-    def __init__(self, images: np.ndarray, bases: np.ndarray, *, source: dict) -> None:
+    def __init__(self, images: np.ndarray, bases: np.ndarray, *, source: dict, tokens: np.ndarray | None = None) -> None:
         if images.shape != bases.shape or images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise BadInputError(f"base pairs: images {images.shape} and bases {bases.shape} must be (N, 3, H, W) uint8")
-        self.images, self.bases, self.source = images, bases, source
+        if tokens is not None and (tokens.ndim != 3 or len(tokens) != len(images)):
+            raise BadInputError(f"base pairs: tokens {tokens.shape} must be (N, h, w) for {len(images)} images")
+        self.images, self.bases, self.tokens, self.source = images, bases, tokens, source
 
     @classmethod
     def build(cls, tokenizer, folder: str | Path, *, limit: int | None = None, mirrored: bool = False,
               batch_size: int = 32, on_batch=None) -> "BasePairs":
         """`limit` frames spread over `folder` (CROP-sized crops of each), then with `mirrored`
-        the same frames flipped left to right, and the tokenizer's reconstruction of each."""
+        the same frames flipped left to right, and the tokenizer's tokens and reconstruction of each."""
         frames = ImageFolder(folder, cache=False)
         picks = spread(len(frames), limit)
         images = np.stack([np.asarray(frames.frames[i])[: CROP[0], : CROP[1]] for i in picks]).transpose(0, 3, 1, 2)
@@ -278,22 +296,26 @@ class BasePairs:
             images = np.concatenate([images, images[..., ::-1]])
         images = np.ascontiguousarray(images)
         bases = np.empty_like(images)
+        tokens = []
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 x = torch.from_numpy(images[start : start + batch_size]).float() / 255
-                x0 = tokenizer.decode_index(tokenizer.encode_index(x), size=tuple(x.shape[-2:]))
+                grid = tokenizer.encode_index(x)
+                x0 = tokenizer.decode_index(grid, size=tuple(x.shape[-2:]))
                 bases[start : start + batch_size] = (x0 * 255).round().to(torch.uint8).numpy()
+                tokens.append(grid.to(torch.int16).numpy())
                 if on_batch is not None:
                     on_batch(len(x))
         source = {"folder": os.path.abspath(folder), "frames": len(picks), "mirrored": mirrored,
                   "tokenizer_id": tokenizer.model_id}
-        return cls(images, bases, source=source)
+        return cls(images, bases, source=source, tokens=np.concatenate(tokens))
 
     def save(self, path: str | Path) -> None:
         buffer = io.BytesIO()
+        extra = {} if self.tokens is None else {"tokens": self.tokens}
         np.savez(buffer, images=self.images, bases=self.bases, tokenizer_id=np.array(self.source.get("tokenizer_id", "")),
                  source=np.array(repr(sorted(self.source.items()))), format=np.array(PAIRS_FORMAT),
-                 format_version=np.array(PAIRS_VERSION))
+                 format_version=np.array(PAIRS_VERSION), **extra)
         atomic_write(Path(path), buffer.getvalue(), force=True)
 
     @classmethod
@@ -309,7 +331,7 @@ class BasePairs:
 
                     raise ModelMismatchError(f"{path}: base reconstructions of tokenizer {made_by[:12] or '?'}, "
                                              f"expected {tokenizer_id[:12]}")
-                return cls(stored["images"], stored["bases"],
+                return cls(stored["images"], stored["bases"], tokens=stored["tokens"] if "tokens" in stored else None,
                            source={"pairs_file": os.path.abspath(path), "tokenizer_id": made_by})
         except (OSError, ValueError, KeyError) as error:
             raise BadInputError(f"{path}: cannot read base pairs ({error})") from None
@@ -320,10 +342,11 @@ class BasePairs:
     def describe(self) -> dict:
         return {**self.source, "pairs": len(self)}
 
-    def _batch(self, index) -> torch.Tensor:
-        return torch.from_numpy(np.concatenate([self.images[index], self.bases[index]], axis=1)).float() / 255
+    def _batch(self, index) -> PairBatch:
+        pairs = torch.from_numpy(np.concatenate([self.images[index], self.bases[index]], axis=1)).float() / 255
+        return PairBatch(pairs, None if self.tokens is None else torch.from_numpy(self.tokens[index].astype(np.int64)))
 
-    def sample(self, batch_size: int, generator: torch.Generator, *, rank: int = 0, world: int = 1) -> torch.Tensor:
+    def sample(self, batch_size: int, generator: torch.Generator, *, rank: int = 0, world: int = 1) -> PairBatch:
         shard = torch.arange(rank, len(self), world)
         picks = shard[torch.randint(len(shard), (batch_size,), generator=generator)].numpy()
         return self._batch(picks)

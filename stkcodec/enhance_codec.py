@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .coder import coding_chunks
-from .enhance_exact import ONE, ChunkCoder, ExactEnhancerEntropy
+from .enhance_exact import ONE, ChunkCoder, ExactEnhancerEntropy, chunk_base, select_base
 from .enhancer import Enhancer
 from .errors import BadInputError
 from .memory import release_free_memory
@@ -56,6 +56,13 @@ def _place(canvases: Sequence[np.ndarray], chunk, patch: int, pixels: torch.Tens
         canvases[slot // len(chunk)][r0 * patch : r1 * patch, c0 * patch : c1 * patch] = tile
 
 
+def _chunk_tokens(grids: Sequence[np.ndarray] | None, chunk) -> np.ndarray | None:
+    """The base tokens of `chunk`'s tiles in each (rows, cols) grid -> (len, n, th, tw), or None."""
+    if grids is None:
+        return None
+    return np.stack([np.stack([grid[r0:r1, c0:c1] for r0, r1, c0, c1 in chunk]) for grid in grids])
+
+
 def _batches(count: int, chunk_tiles: int) -> list[slice]:
     per_batch = max(1, MAX_BATCH_TILES // chunk_tiles)
     return [slice(start, min(count, start + per_batch)) for start in range(0, count, per_batch)]
@@ -78,15 +85,24 @@ class EnhancementCoder:
     def levels(self) -> int:
         return self.model.config.levels
 
+    def _grids(self, tokens: Sequence[np.ndarray] | None, members: list[int]) -> list[np.ndarray] | None:
+        """The token grids of some images, for a model whose entropy model reads them (else None)."""
+        if not self.entropy.reads_tokens:
+            return None
+        if tokens is None:
+            raise ValueError("this enhancement model reads the base tokens: pass each image's grid")
+        return [np.asarray(tokens[i]) for i in members]
+
     def _latents(self, symbols: np.ndarray, means: np.ndarray, level: int) -> np.ndarray:
         """Symbols and integer means (n, C, h, w) at a 0-based level -> what D reads: ŷ / g."""
         return (symbols + means / ONE) * self.entropy.inv_gain[level][None, :, None, None]
 
     def encode(self, images: Sequence[np.ndarray], bases: Sequence[np.ndarray], levels: Sequence[int], *,
-               base_crcs: Sequence[int], reconstruct: bool = False,
+               base_crcs: Sequence[int], tokens: Sequence[np.ndarray] | None = None, reconstruct: bool = False,
                on_tiles: Callable[[int], None] | None = None) -> list[list[Coded]]:
-        """Images and their base reconstructions ((H, W, 3) uint8, one size) -> per image, its
-        enhancement at each 0-based level in `levels` (with the decoded pixels if `reconstruct`)."""
+        """Images and their base reconstructions ((H, W, 3) uint8, one size) and token grids
+        (rows, cols) -> per image, its enhancement at each 0-based level in `levels` (with the
+        decoded pixels if `reconstruct`)."""
         height, width = images[0].shape[:2]
         rows, cols = -(-height // self.patch), -(-width // self.patch)
         padded = [_padded(a, self.patch) for a in images]
@@ -101,10 +117,11 @@ class EnhancementCoder:
                 latents = self.model.encode(x, x0).numpy()  # (b*n, C, th, tw), unscaled
                 shape = (len(chunk), *latents.shape[1:])
                 members = list(range(len(images))[batch])
+                base = chunk_base(self.entropy, _chunk_tokens(self._grids(tokens, members), chunk), shape)
                 for slot, level in enumerate(levels):
                     gain = self.entropy.gain[level][None, :, None, None]
                     own = [latents[k * len(chunk) : (k + 1) * len(chunk)] * gain for k in range(len(members))]
-                    coded = ChunkCoder(self.entropy, level, shape).encode([encoders[i][slot] for i in members], own)
+                    coded = ChunkCoder(self.entropy, level, shape, base).encode([encoders[i][slot] for i in members], own)
                     for index, (symbols, _) in zip(members, coded):
                         crcs[index][slot] = _chain(crcs[index][slot], symbols)
                     if not reconstruct:
@@ -124,10 +141,10 @@ class EnhancementCoder:
                 for i in range(len(images))]
 
     def decode(self, payloads: Sequence[bytes], bases: Sequence[np.ndarray], levels: Sequence[int], *,
-               base_crcs: Sequence[int], names: Sequence[str],
+               base_crcs: Sequence[int], names: Sequence[str], tokens: Sequence[np.ndarray] | None = None,
                on_tiles: Callable[[int], None] | None = None) -> list[tuple[np.ndarray, int]]:
-        """Enhancement payloads of images of one size, their base reconstructions and 0-based
-        levels -> (pixels (H, W, 3) uint8, checksum of the decoded symbols) each."""
+        """Enhancement payloads of images of one size, their base reconstructions, 0-based levels
+        and token grids (rows, cols) -> (pixels (H, W, 3) uint8, checksum of the decoded symbols) each."""
         height, width = bases[0].shape[:2]
         rows, cols = -(-height // self.patch), -(-width // self.patch)
         padded_bases = [_padded(a, self.patch) for a in bases]
@@ -142,10 +159,12 @@ class EnhancementCoder:
                 shape = (len(chunk), self.model.config.latent_channels, chunk[0][1] - chunk[0][0],
                          chunk[0][3] - chunk[0][2])
                 latents: dict[int, np.ndarray] = {}
+                base = chunk_base(self.entropy, _chunk_tokens(self._grids(tokens, members), chunk), shape)
                 for level in sorted({levels[i] for i in members}):  # one context pass per level
                     same = [i for i in members if levels[i] == level]
+                    own_base = select_base(base, [members.index(i) for i in same], len(chunk))
                     try:
-                        decoded = ChunkCoder(self.entropy, level, shape).decode([decoders[i] for i in same])
+                        decoded = ChunkCoder(self.entropy, level, shape, own_base).decode([decoders[i] for i in same])
                     except (ValueError, RuntimeError, AssertionError, OverflowError) as error:
                         culprit = names[same[0]] if len(same) == 1 else "one of " + ", ".join(names[i] for i in same)
                         raise BadInputError(f"{culprit}: corrupt enhancement payload ({error})") from None

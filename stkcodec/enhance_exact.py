@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import constriction
 import numpy as np
@@ -125,19 +126,50 @@ class ExactEnhancerEntropy:
         self.mid_bias = np.round(_float64(model.ctx_mid.bias) * ONE)
         self.out, self.out_scale = _integer_weights(_float64(model.ctx_out.weight))
         self.out_bias = np.round(_float64(model.ctx_out.bias) * ONE)
+        self.anchor_log_scale = np.round(_float64(model.anchor_log_scale) * (ANCHOR_RATE * ONE))  # (L, C) units
+        self.reads_tokens = bool(config.token_values)
+        if self.reads_tokens:
+            self.embedding = np.round(_float64(model.tok_embed.weight) * ONE)  # (V, E) units
+            self.base_layers = [(*_integer_weights(_float64(layer.weight)), np.round(_float64(layer.bias) * ONE))
+                                for layer in (model.base_in, model.base_mid, model.base_out, model.base_ctx)]
+            self.base_kernel = model.base_in.weight.shape[-1]
 
-    def anchors(self, level: int) -> tuple[np.ndarray, np.ndarray]:
-        """The anchors' integer means (C,) (units 2**-F) and tables (C,) at a 0-based level."""
-        return self.anchor_mean[level], self.anchor_index[level]
+    def base(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Base tokens (n, h, w) -> (the anchors' raw means and log scales (n, 2C, h*w), the context
+        network's hidden term (n, M, h*w)), integer units; None for a model that ignores tokens."""
+        if not self.reads_tokens:
+            return None
+        embedded = np.ascontiguousarray(self.embedding[tokens.astype(np.int64)].transpose(0, 3, 1, 2))  # (n, E, h, w)
+        columns = F.unfold(torch.from_numpy(embedded), self.base_kernel, padding=self.base_kernel // 2).numpy()
+        (first, first_scale, first_bias), (mid, mid_scale, mid_bias), (out, out_scale, out_bias), \
+            (ctx, ctx_scale, ctx_bias) = self.base_layers
+        hidden = np.maximum(np.round(_matmul(first, columns) * first_scale[:, None]) + first_bias[:, None], 0.0)
+        hidden = np.maximum(np.round(_matmul(mid, hidden) * mid_scale[:, None]) + mid_bias[:, None], 0.0)
+        return (np.round(_matmul(out, hidden) * out_scale[:, None]) + out_bias[:, None],
+                np.round(_matmul(ctx, hidden) * ctx_scale[:, None]) + ctx_bias[:, None])
 
-    def context(self, decoded_anchors: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
-        """Decoded anchors ŷ (n, C, h, w) in integer units of 2**-F, zero elsewhere -> integer
-        means (units 2**-F) and tables of every cell (n, C, h, w) (read at non-anchors only)."""
+    def anchors(self, level: int, base: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The anchors' integer means (units 2**-F) and tables at a 0-based level: (C, 1) each
+        without the base network, (n, C, h*w) from its `base` output."""
+        if base is None:
+            return self.anchor_mean[level][:, None], self.anchor_index[level][:, None]
+        raw_mean, raw_log_scale = base[0][:, : self.channels], base[0][:, self.channels :]
+        mean = self.anchor_mean[level][:, None] + np.round(raw_mean * self.gain[level][:, None])
+        return mean, scale_index(self.anchor_log_scale[level][:, None] + raw_log_scale)
+
+    def context(self, decoded_anchors: np.ndarray, level: int, base_term: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded anchors ŷ (n, C, h, w) in integer units of 2**-F, zero elsewhere (and the base
+        network's hidden term) -> integer means (units 2**-F) and tables of every cell (n, C, h, w)
+        (read at non-anchors only)."""
         n, channels, rows, cols = decoded_anchors.shape
         weights, scale = self.first[level]
         pad = self.kernel // 2
         columns = F.unfold(torch.from_numpy(decoded_anchors), self.kernel, padding=pad).numpy()  # (n, C*k*k, h*w)
         hidden = np.round(_matmul(weights, columns) * scale[:, None]) + self.first_bias[:, None]  # (n, M, h*w)
+        if base_term is not None:
+            hidden = hidden + base_term
         hidden = np.maximum(hidden, 0.0)
         hidden = np.maximum(np.round(_matmul(self.mid, hidden) * self.mid_scale[:, None]) + self.mid_bias[:, None], 0.0)
         out = np.round(_matmul(self.out, hidden) * self.out_scale[:, None]) + self.out_bias[:, None]  # (n, 2C, h*w)
@@ -164,37 +196,51 @@ def _runs(indices: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
 
 class ChunkCoder:
     """Codes the symbols of one chunk's tiles (n, C, h, w) at one level, pass by pass, for several
-    streams at once (one image each): the context network runs once for all of them, and each
-    stream's symbols go to its own coder. A stream's integers never depend on the others."""
+    streams at once (one image each): the networks run once for all of them, and each stream's
+    symbols go to its own coder. A stream's integers never depend on the others. `base`, the
+    base network's output for each stream's tiles (`chunk_base`), for an entropy model that reads
+    the tokens."""
 
-    def __init__(self, entropy: ExactEnhancerEntropy, level: int, shape: tuple[int, int, int, int]) -> None:
+    def __init__(self, entropy: ExactEnhancerEntropy, level: int, shape: tuple[int, int, int, int],
+                 base: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.entropy, self.level, self.shape = entropy, level, shape
         self.anchor_cells, self.other_cells = _passes(shape)
-        channel_of = (np.arange(np.prod(shape)) // (shape[2] * shape[3])) % shape[1]
-        mean, index = entropy.anchors(level)
-        self.anchor_mean = mean[channel_of[self.anchor_cells]]  # (cells,) integer units
-        self.anchor_index = index[channel_of[self.anchor_cells]]
+        n, channels, rows, cols = shape
+        if entropy.reads_tokens != (base is not None):
+            raise ValueError("the base network's output goes with an entropy model that reads tokens, only")
+        self.base = base
+        mean, index = entropy.anchors(level, self.base)  # (C, 1) each, or (streams*n, C, h*w)
+        streams = 1 if base is None else len(base[0]) // n
+        cells = int(np.prod(shape))
+        mean, index = (np.broadcast_to(a, (streams * n, channels, rows * cols)).reshape(streams, cells)
+                       for a in (mean, index))
+        self.anchor_mean = mean[:, self.anchor_cells]  # (streams or 1, cells) integer units
+        self.anchor_index = index[:, self.anchor_cells]
+
+    def _own(self, values: np.ndarray, stream: int) -> np.ndarray:
+        return values[stream if len(values) > 1 else 0]
 
     def _decoded_anchors(self, anchor_symbols: list[np.ndarray]) -> np.ndarray:
         """Each stream's anchor symbols in pass order -> ŷ (streams*n, C, h, w) integer units, zero
         at the other cells."""
         grid = np.zeros((len(anchor_symbols), int(np.prod(self.shape))))
         for stream, symbols in enumerate(anchor_symbols):
-            grid[stream, self.anchor_cells] = symbols * ONE + self.anchor_mean
+            grid[stream, self.anchor_cells] = symbols * ONE + self._own(self.anchor_mean, stream)
         return grid.reshape(len(anchor_symbols) * self.shape[0], *self.shape[1:])
 
     def _other_parameters(self, anchor_symbols: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        mean, index = self.entropy.context(self._decoded_anchors(anchor_symbols), self.level)
+        mean, index = self.entropy.context(self._decoded_anchors(anchor_symbols), self.level,
+                                           None if self.base is None else self.base[1])
         mean, index = mean.reshape(len(anchor_symbols), -1), index.reshape(len(anchor_symbols), -1)
         return [(m[self.other_cells], k[self.other_cells]) for m, k in zip(mean, index)]
 
     def _grids(self, anchors, others, other_means) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
-        for anchor, other, other_mean in zip(anchors, others, other_means):
+        for stream, (anchor, other, other_mean) in enumerate(zip(anchors, others, other_means)):
             symbols = np.empty(int(np.prod(self.shape)), dtype=np.int64)
             means = np.empty(symbols.size)
             symbols[self.anchor_cells], symbols[self.other_cells] = anchor, other
-            means[self.anchor_cells], means[self.other_cells] = self.anchor_mean, other_mean
+            means[self.anchor_cells], means[self.other_cells] = self._own(self.anchor_mean, stream), other_mean
             out.append((symbols.reshape(self.shape), means.reshape(self.shape)))
         return out
 
@@ -202,10 +248,10 @@ class ChunkCoder:
         """Each stream's scaled latents y·g (n, C, h, w) float -> coded by its encoder; returns per
         stream (symbols, means in integer units) (n, C, h, w): ŷ = symbols + means / 2**F."""
         flat = [y.reshape(-1).astype(np.float64) for y in scaled_latents]
-        anchors = [np.clip(np.round(y[self.anchor_cells] - self.anchor_mean / ONE), -SYMBOL_RANGE,
-                           SYMBOL_RANGE).astype(np.int64) for y in flat]
-        for encoder, anchor in zip(encoders, anchors):
-            _encode_pass(encoder, anchor, self.anchor_index)
+        anchors = [np.clip(np.round(y[self.anchor_cells] - self._own(self.anchor_mean, stream) / ONE), -SYMBOL_RANGE,
+                           SYMBOL_RANGE).astype(np.int64) for stream, y in enumerate(flat)]
+        for stream, (encoder, anchor) in enumerate(zip(encoders, anchors)):
+            _encode_pass(encoder, anchor, self._own(self.anchor_index, stream))
         others, other_means = [], []
         for encoder, y, (mean, index) in zip(encoders, flat, self._other_parameters(anchors)):
             other = np.clip(np.round(y[self.other_cells] - mean / ONE), -SYMBOL_RANGE, SYMBOL_RANGE).astype(np.int64)
@@ -216,12 +262,32 @@ class ChunkCoder:
 
     def decode(self, decoders: list) -> list[tuple[np.ndarray, np.ndarray]]:
         """The inverse of `encode`: per stream (symbols, means in integer units) (n, C, h, w)."""
-        anchors = [_decode_pass(decoder, self.anchor_index) for decoder in decoders]
+        anchors = [_decode_pass(decoder, self._own(self.anchor_index, stream)) for stream, decoder in enumerate(decoders)]
         others, other_means = [], []
         for decoder, (mean, index) in zip(decoders, self._other_parameters(anchors)):
             others.append(_decode_pass(decoder, index))
             other_means.append(mean)
         return self._grids(anchors, others, other_means)
+
+
+def chunk_base(entropy: ExactEnhancerEntropy, tokens: np.ndarray | None, shape: tuple[int, int, int, int]
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The base tokens of each stream's tiles (streams, n, h, w) -> what `ChunkCoder` takes as
+    `base`: the base network's output for all of them (None for a model that ignores tokens)."""
+    if not entropy.reads_tokens:
+        return None
+    n, _, rows, cols = shape
+    if tokens is None or tokens.shape[1:] != (n, rows, cols):
+        raise ValueError(f"this enhancement model reads the base tokens of each tile, {n}x{rows}x{cols}")
+    return entropy.base(tokens.reshape(-1, rows, cols))
+
+
+def select_base(base: tuple[np.ndarray, np.ndarray] | None, streams: Sequence[int], n: int):
+    """The rows of `chunk_base`'s output that belong to some of its streams (in that order)."""
+    if base is None:
+        return None
+    rows = np.concatenate([np.arange(k * n, (k + 1) * n) for k in streams])
+    return tuple(part[rows] for part in base)
 
 
 def _encode_pass(encoder, symbols: np.ndarray, indices: np.ndarray) -> None:

@@ -17,7 +17,11 @@ The entropy network (anchor Gaussians and the context network) has an exact inte
 float: a decoder on another machine may differ by a level in a few pixels, never in a symbol.
 
 The probe this grew from (shared notes, "enhancement-probe") conditioned the entropy model on
-the base tokens too; a constant input in their place did as well, so it reads the anchors only.
+the base tokens too; a constant input in their place did as well, so the first model reads the
+anchors only. There the anchors, coded with one Gaussian per level and channel, took 63-74% of
+the bits, so a model with `token_values` reads the base tokens (integers both sides hold) through
+an embedding and a small network of its own: it moves the anchors' means and scales cell by cell
+and adds to the context network's hidden layer.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class EnhancerConfig:
     decoder_blocks: int = 3
     context_width: int = 128  # channels of the context network (the exact part)
     refine_channels: int = 16  # the full-resolution refinement after D's pixel shuffle
+    token_values: int = 0  # the base tokens' alphabet (2**bits); 0: the entropy model ignores them
+    token_width: int = 32  # the base tokens' embedding (with token_values)
 
 
 def checkerboard(rows: int, cols: int, device: torch.device | None = None) -> torch.Tensor:
@@ -117,6 +123,13 @@ class Enhancer(nn.Module, ModelFile):
         self.ctx_in = nn.Conv2d(C, M, 5, padding=2)
         self.ctx_mid = nn.Conv2d(M, M, 1)
         self.ctx_out = nn.Conv2d(M, 2 * C, 1)
+        # the base network: tokens -> the anchors' raw mean and log scale, and a term of the context's hidden layer
+        if config.token_values:
+            self.tok_embed = nn.Embedding(config.token_values, config.token_width)
+            self.base_in = nn.Conv2d(config.token_width, M, 5, padding=2)
+            self.base_mid = nn.Conv2d(M, M, 1)
+            self.base_out = nn.Conv2d(M, 2 * C, 1)
+            self.base_ctx = nn.Conv2d(M, M, 1)
         # D(ŷ / g, x0) -> x0 + residual
         self.dec_embed = nn.Conv2d(3, N, p, stride=p)
         self.dec_latent = nn.Conv2d(C, N, 3, padding=1)
@@ -125,7 +138,10 @@ class Enhancer(nn.Module, ModelFile):
         self.shuffle = nn.PixelShuffle(p)
         R = config.refine_channels
         self.refine = nn.Sequential(nn.Conv2d(6, R, 3, padding=1), nn.GELU(), nn.Conv2d(R, 3, 3, padding=1))
-        for layer in (self.dec_out, self.refine[-1]):  # starts as the base layer: residual 0
+        zeroed = [self.dec_out, self.refine[-1]]  # starts as the base layer: residual 0
+        if config.token_values:  # and as the model without the tokens (see `adopt`)
+            zeroed += [self.base_out, self.base_ctx]
+        for layer in zeroed:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -136,6 +152,27 @@ class Enhancer(nn.Module, ModelFile):
             self.log_gain.copy_(start[:, None].expand_as(self.log_gain))
             self.log_inv_gain.copy_(-start[:, None].expand_as(self.log_inv_gain))
 
+    def adopt(self, other: "Enhancer", lambdas: list[float]) -> list[str]:
+        """Start from a trained `other` (same E, D and context shapes): every tensor of the same name
+        and shape is copied; the per-level tables are copied for the levels they share and extended
+        past the last by the quantisation step λ^-1/2 predicts. Returns the names left as they were."""
+        own, theirs = self.state_dict(), other.state_dict()
+        per_level = {"log_gain": 0.5, "log_inv_gain": -0.5, "anchor_log_scale": 0.5 / ANCHOR_RATE, "anchor_mean": 0.0}
+        kept = []
+        with torch.no_grad():
+            for name, tensor in own.items():
+                source = theirs.get(name)
+                if name in per_level and source is not None and source.shape[1:] == tensor.shape[1:]:
+                    shared = min(len(source), len(tensor))
+                    tensor[:shared] = source[:shared]
+                    for level in range(shared, len(tensor)):
+                        tensor[level] = tensor[level - 1] + per_level[name] * math.log(lambdas[level] / lambdas[level - 1])
+                elif source is not None and source.shape == tensor.shape:
+                    tensor.copy_(source)
+                else:
+                    kept.append(name)
+        return kept
+
     # ---- the parts, each on a batch of tiles (B, ·, h·p, w·p) or latents (B, C, h, w)
 
     def encode(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
@@ -144,10 +181,20 @@ class Enhancer(nn.Module, ModelFile):
         x, x0 = pad_to_patches(x, p), pad_to_patches(x0, p)
         return self.enc_out(self.enc_blocks(self.enc_embed(torch.cat([x * 2 - 1, x0 * 2 - 1, (x - x0) * 4], 1))))
 
-    def context(self, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoded anchors (B, C, h, w), unscaled, zero elsewhere -> the other half's raw mean and
-        log scale (B, C, h, w) each, before the level's gain."""
-        hidden = F.relu(self.ctx_mid(F.relu(self.ctx_in(anchors))))
+    def base(self, tokens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Base tokens (B, h, w) -> (the anchors' raw mean and log scale (B, 2C, h, w), the context
+        network's hidden term (B, M, h, w)); None for a model that ignores the tokens."""
+        if not self.config.token_values:
+            return None
+        embedded = self.tok_embed(tokens.long()).permute(0, 3, 1, 2)
+        hidden = F.relu(self.base_mid(F.relu(self.base_in(embedded))))
+        return self.base_out(hidden), self.base_ctx(hidden)
+
+    def context(self, anchors: torch.Tensor, base_term: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded anchors (B, C, h, w), unscaled, zero elsewhere (and the base network's hidden
+        term) -> the other half's raw mean and log scale (B, C, h, w) each, before the level's gain."""
+        first = self.ctx_in(anchors)
+        hidden = F.relu(self.ctx_mid(F.relu(first if base_term is None else first + base_term)))
         return self.ctx_out(hidden).chunk(2, 1)
 
     def decode(self, latents: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
@@ -162,9 +209,10 @@ class Enhancer(nn.Module, ModelFile):
         """0-based levels (B,) -> gains and inverse gains (B, C, 1, 1)."""
         return self.log_gain[level].exp()[:, :, None, None], self.log_inv_gain[level].exp()[:, :, None, None]
 
-    def forward(self, x: torch.Tensor, x0: torch.Tensor, level: torch.Tensor, *, training: bool
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (enhanced images (B, 3, H, W), bits per image (B,)). Training: straight-through
+    def forward(self, x: torch.Tensor, x0: torch.Tensor, level: torch.Tensor, *, training: bool,
+                tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (enhanced images (B, 3, H, W), bits per image (B,)); `tokens` (B, h, w), the base
+        tokens, for a model with `token_values`. Training: straight-through
         rounding for what D and the context see, uniform noise for the rate; otherwise what a
         coder would do (up to the scale table's steps)."""
         gain, inv_gain = self.gains(level)
@@ -172,8 +220,12 @@ class Enhancer(nn.Module, ModelFile):
         anchor = checkerboard(*y.shape[-2:], device=y.device)
         mean_a, log_scale_a = (ANCHOR_RATE * table[level][:, :, None, None].expand_as(y)
                                for table in (self.anchor_mean, self.anchor_log_scale))
+        base = self.base(tokens)
+        if base is not None:
+            base_mean, base_log_scale = base[0].chunk(2, 1)
+            mean_a, log_scale_a = mean_a + base_mean * gain, log_scale_a + base_log_scale
         y_hat_a = (_round(y - mean_a, training) + mean_a) * anchor
-        raw_mean, raw_log_scale = self.context(y_hat_a * inv_gain)
+        raw_mean, raw_log_scale = self.context(y_hat_a * inv_gain, None if base is None else base[1])
         mean = torch.where(anchor, mean_a, raw_mean * gain)
         log_scale = torch.where(anchor, log_scale_a, raw_log_scale + gain.log())
         symbols = _round(y - mean, training)

@@ -6,6 +6,7 @@ import io
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,6 +37,22 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return image.convert("L" if image.mode in GRAY_MODES else "RGB")
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
+def _opened(file) -> Image.Image:
+    """Image.open without Pillow's decompression-bomb check: `open_image` applies its own
+    `max_pixels` to the size before any pixel is decoded, so a raised limit is the real one
+    (Pillow's alone refuses above 179 Mpx, whatever --max-pixels says)."""
+    with _PILLOW_LIMIT:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(file)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def open_image(source: str | Path | bytes, *, max_pixels: int, name: str | None = None,
                on_warning: Callable[[str], None] | None = None) -> Image.Image:
     """Open and fully decode an image (path or bytes) as RGB, or L for a gray one, refusing more
@@ -49,7 +66,7 @@ def open_image(source: str | Path | bytes, *, max_pixels: int, name: str | None 
     except OSError as error:
         raise BadInputError(f"{name}: cannot open ({error.strerror or error})") from None
     try:
-        with file, Image.open(file) as image:
+        with file, _opened(file) as image:
             if image.width * image.height > max_pixels:
                 raise BadInputError(f"{name}: {image.width}x{image.height} pixels exceeds the limit of {max_pixels} "
                                     "(raise it with --max-pixels)")

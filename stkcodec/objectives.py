@@ -161,27 +161,31 @@ class EnhancerObjective:
 
     best = ("valid_loss", -1)
 
-    def __init__(self, config: EnhancerLoss = EnhancerLoss()) -> None:
+    def __init__(self, config: EnhancerLoss = EnhancerLoss(), *, adopted: bool = False) -> None:
+        """`adopted`: the model's gains come from a trained model (`Enhancer.adopt`), kept as they are."""
         self.config = config
+        self.adopted = adopted
         self.lambdas = torch.tensor(config.lambdas, dtype=torch.float32)
 
     def prepare(self, model: nn.Module, train_data, *, saved: dict | None, resumed: bool, **_) -> None:
         if len(self.config.lambdas) != model.config.levels:
             raise ValueError(f"{len(self.config.lambdas)} lambdas for a model of {model.config.levels} levels")
-        if not resumed:
+        if model.config.token_values and getattr(train_data, "tokens", None) is None:
+            raise ValueError("this enhancement model reads the base tokens: the pairs have none (build them again)")
+        if not resumed and not self.adopted:
             model.initialise_gains(list(self.config.lambdas))
 
-    def _terms(self, model: nn.Module, pairs: torch.Tensor, level: torch.Tensor, training: bool):
-        x, x0 = pairs[:, :3], pairs[:, 3:]
-        enhanced, bits = model(x, x0, level, training=training)
+    def _terms(self, model: nn.Module, batch, level: torch.Tensor, training: bool):
+        x, x0 = batch.pairs[:, :3], batch.pairs[:, 3:]
+        enhanced, bits = model(x, x0, level, training=training, tokens=batch.tokens)
         bpp = bits / (x.shape[-2] * x.shape[-1])
         mse = (enhanced - x).pow(2).mean((1, 2, 3))
         return bpp, mse, bpp + self.lambdas.to(x.device)[level] * 255**2 * mse
 
-    def loss(self, model: nn.Module, pairs: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict]:
-        """`pairs` (B, 6, H, W): images, then their base reconstructions."""
-        level = torch.randint(len(self.config.lambdas), (len(pairs),), device=pairs.device)
-        bpp, mse, per_image = self._terms(model, pairs, level, True)
+    def loss(self, model: nn.Module, batch, step: int = 0) -> tuple[torch.Tensor, dict]:
+        """`batch`: a `data.PairBatch` (images, their base reconstructions and tokens)."""
+        level = torch.randint(len(self.config.lambdas), (len(batch),), device=batch.pairs.device)
+        bpp, mse, per_image = self._terms(model, batch, level, True)
         loss = per_image.mean()
         return loss, {"loss": loss.detach(), "bpp": bpp.mean().detach(), "psnr": psnr_from_mse(mse.mean().detach())}
 
@@ -191,10 +195,11 @@ class EnhancerObjective:
         out, losses = {}, []
         for level in range(len(self.config.lambdas)):
             bpp, psnr, loss = [], [], []
-            for pairs in data.batches(32, limit=limit):
-                pairs = pairs.to(device)
+            for batch in data.batches(32, limit=limit):
+                batch = batch.to(device)
+                pairs = batch.pairs
                 levels = torch.full((len(pairs),), level, device=device)
-                enhanced, bits = model(pairs[:, :3], pairs[:, 3:], levels, training=False)
+                enhanced, bits = model(pairs[:, :3], pairs[:, 3:], levels, training=False, tokens=batch.tokens)
                 rate = bits / (pairs.shape[-2] * pairs.shape[-1])
                 quantised = quantize_8bit(enhanced)
                 bpp.append(rate.cpu())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -36,13 +37,13 @@ def tiny_codec_model() -> CodecModel:
     return CodecModel(*tiny_models())
 
 
-def _model_folder(folder, *, layered: bool) -> str:
+def _model_folder(folder, *, layered: bool, tokens: bool = False) -> str:
     tokenizer, prior = tiny_models()
     save_model(tokenizer, folder / "tokenizer.pt")
     trained_on = {"train": {"tokenizer_id": tokenizer.model_id}}
     save_model(prior, folder / "prior.pt", provenance=trained_on)
     if layered:
-        save_model(tiny_enhancer(), folder / "enhancer.pt", provenance=trained_on)
+        save_model(tiny_enhancer(tokens=tokens), folder / "enhancer.pt", provenance=trained_on)
     return str(folder)
 
 
@@ -98,16 +99,21 @@ TINY_ENHANCER = EnhancerConfig(levels=3, latent_channels=4, width=8, encoder_blo
                                context_width=8, refine_channels=4)
 
 
-def tiny_enhancer(seed: int = 0, context_gain: float = 20.0) -> Enhancer:
+def tiny_enhancer(seed: int = 0, context_gain: float = 20.0, *, tokens: bool = False) -> Enhancer:
     """A random enhancement layer whose output is not the base's (its last layers start at zero);
-    `context_gain` scales the context network's outputs (wild means and scales test the coder)."""
+    `context_gain` scales the context network's outputs (wild means and scales test the coder);
+    with `tokens`, its entropy model reads the tiny tokenizer's tokens too."""
     torch.manual_seed(seed)
-    enhancer = Enhancer(TINY_ENHANCER)
+    enhancer = Enhancer(dataclasses.replace(TINY_ENHANCER, token_values=2**TINY_TOKENIZER.bits if tokens else 0,
+                                            token_width=4))
     enhancer.initialise_gains([0.002, 0.01, 0.05])
     with torch.no_grad():
         enhancer.dec_out.weight.normal_(0, 0.02)
         enhancer.log_gain.add_(1.0)  # latents of a few units: symbols other than 0 in every pass
         enhancer.ctx_out.weight.mul_(context_gain)
+        if tokens:  # the base network's last layers start at zero: make them count
+            enhancer.base_out.weight.normal_(0, 0.5 * context_gain / 20)
+            enhancer.base_ctx.weight.normal_(0, 0.5)
     return ModelFile.from_checkpoint(model_payload(enhancer))
 
 
@@ -118,6 +124,18 @@ def tiny_layered_model() -> CodecModel:
 
 
 @pytest.fixture(scope="session")
+def tiny_token_layered_model() -> CodecModel:
+    """As tiny_layered_model, with an enhancement layer whose entropy model reads the base tokens."""
+    return CodecModel(*tiny_models(), tiny_enhancer(tokens=True))
+
+
+@pytest.fixture(scope="session")
 def tiny_layered_model_dir(tmp_path_factory) -> str:
     """A model folder with an enhancement layer (enhancer.pt), for --model: levels 1 to 4."""
     return _model_folder(tmp_path_factory.mktemp("tiny-layered-model"), layered=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_token_layered_model_dir(tmp_path_factory) -> str:
+    """As tiny_layered_model_dir, with an enhancement layer that reads the base tokens."""
+    return _model_folder(tmp_path_factory.mktemp("tiny-token-layered-model"), layered=True, tokens=True)

@@ -193,10 +193,16 @@ def test_samples_and_bad_options(two_images, monkeypatch):
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_quiet(two_images):
-    result = invoke(["--quiet", "bench", two_images, "--codecs", "jpeg", "--limit", 1])
-    assert result.exit_code == 0, result.output
-    assert result.stderr == "" and result.stdout == ""
+def test_the_report_goes_to_stdout_and_quiet_silences_the_rest(two_images):
+    """`stkc bench > report.txt` keeps the report; --quiet drops progress and notes, not the report."""
+    for quiet in ([], ["--quiet"]):
+        result = invoke([*quiet, "bench", two_images, "--codecs", "jpeg", "--limit", 1])
+        assert result.exit_code == 0, result.output
+        assert "JPEG: " in result.stdout and "MS-SSIM" in result.stdout
+        assert "MS-SSIM" not in result.stderr
+    assert result.stderr == ""
+    result = invoke(["--quiet", "bench", two_images, "--codecs", "jpeg", "--limit", 1, "--json"])
+    assert result.stderr == "" and json.loads(result.stdout)["images"] == 1
 
 
 def test_plot(two_images, tmp_path):

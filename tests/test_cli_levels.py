@@ -110,3 +110,15 @@ def test_plain_progress_lines_for_a_log(monkeypatch):
     with quick:
         pass
     assert short.getvalue().startswith("decompress: 2/2 (100%)")  # ...and its last state at the end
+
+
+def test_max_pixels_is_the_real_limit_past_pillows_own(runner, workdir, tiny_model_dir, monkeypatch):
+    """--max-pixels above Pillow's decompression-bomb limit is honoured (Pillow's limit shrunk
+    here to 1,000 pixels, so a 60x60 image stands for one of 200 Mpx); below it, one line."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    make_image(60, 60).save("big.png")
+    result = invoke(runner, ["compress", "big.png", "--max-pixels", "10000", "--model", tiny_model_dir])
+    assert result.exit_code == 0, result.output
+    assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's own setting is left as it was
+    result = invoke(runner, ["compress", "big.png", "--max-pixels", "3000", "--model", tiny_model_dir, "--force"])
+    assert result.exit_code != 0 and "exceeds the limit of 3000" in one_error_line(result)

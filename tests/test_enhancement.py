@@ -13,7 +13,7 @@ from PIL import Image
 
 from stkcodec import bitstream
 from stkcodec.codec import Codec
-from stkcodec.enhance_exact import ChunkCoder, ExactEnhancerEntropy, coding_tables, exp2, table_scales
+from stkcodec.enhance_exact import ChunkCoder, ExactEnhancerEntropy, chunk_base, coding_tables, exp2, table_scales
 from stkcodec.errors import BadInputError
 from stkcodec.metrics import psnr_rgb
 
@@ -24,9 +24,10 @@ from .conftest import make_image, tiny_enhancer
 TABLES_SHA256 = None
 
 
-@pytest.fixture(scope="module")
-def codec(tiny_layered_model):
-    return Codec(tiny_layered_model)
+@pytest.fixture(scope="module", params=["anchor tables", "base tokens"])
+def codec(request, tiny_layered_model, tiny_token_layered_model):
+    """Both kinds of entropy model: anchors from per-level tables, or from the base tokens."""
+    return Codec(tiny_layered_model if request.param == "anchor tables" else tiny_token_layered_model)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +59,9 @@ def test_coding_tables_are_fixed():
         assert digest == TABLES_SHA256
 
 
-def _chunk_round_trip(entropy, level, latents):
+def _chunk_round_trip(entropy, level, latents, tokens=None):
     encoder = constriction.stream.queue.RangeEncoder()
-    coder = ChunkCoder(entropy, level, latents.shape)
+    coder = ChunkCoder(entropy, level, latents.shape, chunk_base(entropy, tokens, latents.shape))
     (symbols, means), = coder.encode([encoder], [latents])
     decoder = constriction.stream.queue.RangeDecoder(encoder.get_compressed())
     (decoded, decoded_means), = coder.decode([decoder])
@@ -68,12 +69,53 @@ def _chunk_round_trip(entropy, level, latents):
 
 
 @pytest.mark.parametrize("level", [0, 2])
-def test_chunk_symbols_round_trip_exactly(level):
-    entropy = ExactEnhancerEntropy(tiny_enhancer())
-    latents = np.random.default_rng(level).normal(0, 3, (3, 4, 20, 30))
-    symbols, means, decoded, decoded_means = _chunk_round_trip(entropy, level, latents)
+@pytest.mark.parametrize("reads_tokens", [False, True])
+def test_chunk_symbols_round_trip_exactly(level, reads_tokens):
+    entropy = ExactEnhancerEntropy(tiny_enhancer(tokens=reads_tokens))
+    rng = np.random.default_rng(level)
+    latents = rng.normal(0, 3, (3, 4, 20, 30))
+    tokens = rng.integers(0, 64, (1, 3, 20, 30)) if reads_tokens else None
+    symbols, means, decoded, decoded_means = _chunk_round_trip(entropy, level, latents, tokens)
     assert np.array_equal(symbols, decoded) and np.array_equal(means, decoded_means)
     assert (symbols != 0).mean() > 0.1  # the test codes something
+
+
+def test_the_base_tokens_move_the_anchors():
+    """A token-reading model's anchors differ cell by cell, and a stream's depend on its own tokens only."""
+    entropy = ExactEnhancerEntropy(tiny_enhancer(tokens=True))
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, 64, (2, 1, 20, 30))
+    shape = (1, 4, 20, 30)
+    together = ChunkCoder(entropy, 1, shape, chunk_base(entropy, tokens, shape))
+    alone = ChunkCoder(entropy, 1, shape, chunk_base(entropy, tokens[1:], shape))
+    assert len(np.unique(together.anchor_index[0])) > 4 and len(np.unique(together.anchor_mean[0])) > 100
+    assert not np.array_equal(together.anchor_mean[0], together.anchor_mean[1])
+    assert np.array_equal(together.anchor_mean[1], alone.anchor_mean[0])
+    assert np.array_equal(together.anchor_index[1], alone.anchor_index[0])
+    with pytest.raises(ValueError, match="reads the base tokens"):
+        chunk_base(entropy, None, shape)
+    with pytest.raises(ValueError, match="only"):
+        ChunkCoder(entropy, 1, shape)
+
+
+def test_float_and_exact_anchor_models_agree():
+    """The integer twin's anchor means and tables are the float model's, rounded."""
+    from stkcodec.enhancer import ANCHOR_RATE, LOG_SCALE_MIN, SCALE_STEPS
+
+    model = tiny_enhancer(tokens=True, context_gain=2.0)
+    entropy = ExactEnhancerEntropy(model)
+    tokens = np.random.default_rng(4).integers(0, 64, (1, 1, 20, 30))
+    shape = (1, 4, 20, 30)
+    coder = ChunkCoder(entropy, 2, shape, chunk_base(entropy, tokens, shape))
+    with torch.no_grad():
+        raw = model.base(torch.from_numpy(tokens[0]))[0]
+        gain = model.log_gain[2].exp()[None, :, None, None]
+        mean = ANCHOR_RATE * model.anchor_mean[2][None, :, None, None] + raw[:, :4] * gain
+        log_scale = ANCHOR_RATE * model.anchor_log_scale[2][None, :, None, None] + raw[:, 4:]
+    table = torch.round((log_scale - LOG_SCALE_MIN) * SCALE_STEPS / np.log(2)).clamp(0, 79)
+    anchor = np.broadcast_to((np.add.outer(np.arange(20), np.arange(30)) % 2 == 0), (1, 4, 20, 30)).reshape(-1)
+    assert np.allclose(coder.anchor_mean[0] / 4096, mean.numpy().reshape(-1)[anchor], atol=0.01)
+    assert np.mean(coder.anchor_index[0] == table.numpy().reshape(-1)[anchor]) > 0.98
 
 
 def test_context_integers_do_not_depend_on_batch_or_threads():
@@ -86,11 +128,18 @@ def test_context_integers_do_not_depend_on_batch_or_threads():
         alone = [entropy.context(anchors[i : i + 1], 1) for i in range(4)]
         torch.set_num_threads(max(2, threads))
         together = entropy.context(anchors, 1)
+        tokens = np.random.default_rng(1).integers(0, 64, (4, 20, 30))
+        token_entropy = ExactEnhancerEntropy(tiny_enhancer(tokens=True))
+        bases_together = token_entropy.base(tokens)
+        torch.set_num_threads(1)
+        bases_alone = [token_entropy.base(tokens[i : i + 1]) for i in range(4)]
     finally:
         torch.set_num_threads(threads)
     for i, (mean, index) in enumerate(alone):
         assert np.array_equal(mean[0], together[0][i]) and np.array_equal(index[0], together[1][i])
         assert np.all(mean == np.round(mean))
+    for i, (anchors_part, hidden_part) in enumerate(bases_alone):
+        assert np.array_equal(anchors_part[0], bases_together[0][i]) and np.array_equal(hidden_part[0], bases_together[1][i])
 
 
 @pytest.mark.parametrize("quality", [1, 2, 3, 4])
@@ -198,7 +247,8 @@ def test_version_2_files_refuse_trailing_segments(codec, frames):
         bitstream.parse(as_v2.pack() + payload + data[header.base_bytes :])
 
 
-def test_float_bits_match_the_coded_bytes(tiny_codec_model, frames):
+@pytest.mark.parametrize("reads_tokens", [False, True])
+def test_float_bits_match_the_coded_bytes(tiny_codec_model, frames, reads_tokens):
     """The exact entropy model codes within a few percent of the float model's estimate (a tame
     model: under a wild one, symbols far out in a table's tail cost constriction's floor of 24
     bits where the float estimate goes on to 30)."""
@@ -206,7 +256,7 @@ def test_float_bits_match_the_coded_bytes(tiny_codec_model, frames):
 
     from stkcodec.enhancer import ANCHOR_RATE
 
-    enhancer = tiny_enhancer(seed=1, context_gain=1.0)
+    enhancer = tiny_enhancer(seed=1, context_gain=1.0, tokens=reads_tokens)
     with torch.no_grad():  # anchors modelled about as wide as their symbols are
         enhancer.anchor_log_scale.fill_(1.0 / ANCHOR_RATE)
     codec = Codec(CodecModel(tiny_codec_model.tokenizer, tiny_codec_model.prior, enhancer))
@@ -214,9 +264,11 @@ def test_float_bits_match_the_coded_bytes(tiny_codec_model, frames):
     base = codec.decompress(codec.compress(image, quality=1))
     x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
     x0 = torch.from_numpy(np.array(base)).permute(2, 0, 1)[None].float() / 255
+    tokens = codec.tokens_many([codec.compress(image, quality=1)])[0][1] if reads_tokens else None
     for level in range(3):
         with torch.no_grad():
-            _, bits = enhancer(x, x0, torch.tensor([level]), training=False)
+            _, bits = enhancer(x, x0, torch.tensor([level]), training=False,
+                               tokens=None if tokens is None else torch.as_tensor(tokens)[None])
         header, _ = bitstream.parse(codec.compress(image, quality=level + 2))
         assert 8 * header.enhancement.payload_bytes == pytest.approx(float(bits), rel=0.03, abs=64)
 
@@ -233,3 +285,30 @@ def test_pillow_saves_and_opens_every_level(codec, frames, monkeypatch):
         with Image.open(buffer) as opened:
             assert np.array_equal(np.asarray(opened.convert("RGB")),
                                   np.asarray(codec.decompress(buffer.getvalue())))
+
+
+def test_adopting_a_trained_model_starts_where_it_stood():
+    """`Enhancer.adopt`: a token-reading model with a level more codes the levels it shares with
+    the adopted model exactly as that model did (its new layers start at zero), and its new
+    level's gain is a step of λ^-1/2 past the last."""
+    import dataclasses
+    import math
+
+    from stkcodec.enhancer import Enhancer
+
+    trained = tiny_enhancer(seed=2, context_gain=1.0)
+    grown = Enhancer(dataclasses.replace(trained.config, levels=4, token_values=64, token_width=4))
+    lambdas = [0.002, 0.01, 0.05, 0.2]
+    kept = grown.adopt(trained, lambdas)
+    assert kept and all(name.split(".")[0] in {"tok_embed", "base_in", "base_mid", "base_out", "base_ctx"}
+                        for name in kept)
+    assert torch.equal(grown.log_gain[:3], trained.log_gain)
+    assert torch.allclose(grown.log_gain[3], trained.log_gain[2] + 0.5 * math.log(4))
+    x = torch.from_numpy(np.array(make_image(150, 100, seed=8))).permute(2, 0, 1)[None].float() / 255
+    x0 = (x * 8).round() / 8
+    tokens = torch.randint(0, 64, (1, 20, 30))
+    with torch.no_grad():
+        for level in range(3):
+            before = trained(x, x0, torch.tensor([level]), training=False)
+            after = grown.eval()(x, x0, torch.tensor([level]), training=False, tokens=tokens)
+            assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])

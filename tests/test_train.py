@@ -296,3 +296,23 @@ def test_train_enhancer_runs_resumes_and_makes_a_model_with_levels(tmp_path, fra
     assert codec.levels == 3
     image = make_image(150, 100, seed=4)
     assert codec.decompress(codec.compress(image, quality=3)).size == image.size
+
+
+def test_train_enhancer_starts_from_a_trained_one_with_more_levels(tmp_path, frames_dir, tiny_model_dir):
+    tokenizer = str(Path(tiny_model_dir) / "tokenizer.pt")
+    common = ["train", "enhancer", "--data", frames_dir, "--frames", "3", "--no-mirrored", "--tokenizer", tokenizer,
+              "--batch-size", "2", "--latent-channels", "4", "--width", "8", "--context-width", "8",
+              "--checkpoint-dir", str(tmp_path / "ck"), "--steps", "2"]
+    first = run([*common, "--no-base-context", "--lambdas", "0.001,0.01", "--quiet", "-o", str(tmp_path / "a.pt")])
+    assert first.exit_code == 0, first.output
+    assert read_checkpoint(tmp_path / "a.pt")["config"]["token_values"] == 0
+    grown = run([*common, "--lambdas", "0.001,0.01,0.05", "--start-from", str(tmp_path / "a.pt"), "-o",
+                 str(tmp_path / "b.pt")])
+    assert grown.exit_code == 0, grown.output
+    assert "starting from" in grown.output and "tok_embed.weight" in grown.output
+    payload = read_checkpoint(tmp_path / "b.pt")
+    assert payload["config"]["token_values"] == 64 and payload["config"]["levels"] == 3
+    assert payload["provenance"]["started_from"]["model_id"] == read_checkpoint(tmp_path / "a.pt")["model_id"]
+    both = run([*common, "--start-from", str(tmp_path / "a.pt"), "--resume", str(tmp_path / "b.pt"), "-o",
+                str(tmp_path / "c.pt")])
+    assert both.exit_code == 2 and "give one of them" in both.output
