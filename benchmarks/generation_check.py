@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--sheet")
     args = parser.parse_args()
 
-    from stkcodec.codec import token_images
+    from stkcodec.windows import token_images
     from stkcodec.generate import contact_sheet
     from stkcodec.zoo import CodecModel
 

@@ -36,7 +36,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from stkcodec.data import find_frames
-    from stkcodec.codec import Codec, image_tokens
+    from stkcodec.codec import Codec
+    from stkcodec.windows import image_tokens
     from stkcodec.generate import generate_images
     from stkcodec.imageio import open_image
     from stkcodec.prior import GroupPrior

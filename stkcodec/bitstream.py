@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import BadInputError
+from .errors import BadInputError, Option
 
 if TYPE_CHECKING:  # numpy is imported where tokens are checked: `stkc info` reads headers without it
     import numpy as np
@@ -184,7 +184,7 @@ def parse(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "inp
         raise BadInputError(f"{name}: image size {width}x{height} is empty")
     if width * height > max_pixels:
         raise BadInputError(f"{name}: image of {width}x{height} pixels exceeds the limit of {max_pixels} "
-                            "(raise it with --max-pixels)")
+                            "(raise it with ", Option("max_pixels"), ")")
     if patch == 0 or tile_rows == 0 or tile_cols == 0:
         raise BadInputError(f"{name}: invalid token grid (patch {patch}, tile {tile_rows}x{tile_cols})")
     if colour not in COLOURS:

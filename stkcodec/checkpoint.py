@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
+import importlib
 import io
+import json
 import pickle
 import warnings
 import zipfile
@@ -34,28 +35,26 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .errors import BadInputError, ModelMismatchError, OutputError
+from .errors import BadInputError, ModelMismatchError, OutputError, exists_error
 from .imageio import atomic_write
 
 FORMAT = "stkc-checkpoint"
 FORMAT_VERSION = 1
 
 
+# Where each kind of model lives: importing the module registers its class (ModelFile's
+# __init_subclass__), so this module imports no network module, and a new kind adds one line.
+KIND_MODULES = {"tokenizer": "stkcodec.tokenizer", "prior": "stkcodec.prior", "enhancer": "stkcodec.enhancer"}
+
+
 def model_classes(kind: str) -> tuple[Callable[[Any], nn.Module], type]:
     """How a kind of model is built from its config, and that config's class."""
-    if kind == "tokenizer":
-        from .tokenizer import Tokenizer, TokenizerConfig
-
-        return Tokenizer, TokenizerConfig
-    if kind == "prior":
-        from . import prior
-
-        return getattr(prior, "build_prior", prior.Prior), prior.PriorConfig
-    if kind == "enhancer":
-        from .enhancer import Enhancer, EnhancerConfig
-
-        return Enhancer, EnhancerConfig
-    raise ModelMismatchError(f"unknown model kind {kind!r}, expected 'tokenizer', 'prior' or 'enhancer'")
+    if kind not in KIND_MODULES:
+        raise ModelMismatchError(f"unknown model kind {kind!r}, expected one of {', '.join(map(repr, KIND_MODULES))}")
+    if kind not in ModelFile.kinds:
+        importlib.import_module(KIND_MODULES[kind])
+    network = ModelFile.kinds[kind]
+    return network.build, network.config_class
 
 
 # Files written before the training recipe left the model config held these fields there too.
@@ -87,8 +86,20 @@ class ModelFile:
     """
 
     kind: ClassVar[str]
+    config_class: ClassVar[type]
+    kinds: ClassVar[dict[str, type]] = {}  # kind -> the class that builds it (registered by defining it)
     model_id: str | None = None  # compute_model_id of the file it was read from (None: never saved)
     provenance: Mapping[str, Any] = MappingProxyType({})  # the file's: training data, steps, same_encoder_as
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:  # a class that names a kind builds it; its subclasses do not
+            ModelFile.kinds[cls.kind] = cls
+
+    @classmethod
+    def build(cls, config) -> nn.Module:
+        """The network for `config` (a kind made by several classes picks one here)."""
+        return cls(config)
 
     @classmethod
     def from_checkpoint(cls, payload: dict, *, source: str = "model") -> nn.Module:
@@ -155,7 +166,7 @@ def atomic_save(payload: dict, path: str | Path) -> None:
 
 def save_model(model: nn.Module, path: str | Path, *, force: bool = True, half: bool = False, **extra: Any) -> dict:
     if not force and Path(path).exists():
-        raise OutputError(f"{path}: exists (use --force to replace it)")
+        raise exists_error(path)
     payload = model_payload(model, half=half, **extra)
     atomic_save(payload, path)
     return payload

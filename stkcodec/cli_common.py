@@ -17,7 +17,7 @@ class UserError(click.ClickException):
     """A library error shown as one line, with its own exit code."""
 
     def __init__(self, error: StkcError) -> None:
-        super().__init__(str(error))
+        super().__init__(error.cli_message())
         self.exit_code = error.exit_code
 
 
@@ -41,7 +41,7 @@ class Failures:
 
     def report(self, error: StkcError) -> None:
         self.errors.append(error)
-        click.echo(f"Error: {error}", err=True)
+        click.echo(f"Error: {error.cli_message()}", err=True)
 
     def exit(self, ctx: click.Context) -> None:
         if self.errors:

@@ -1,9 +1,5 @@
-"""Images <-> `.stkc` bytes: tokenizer windows, exact prior, range coder and container.
-
-The tokenizer runs on windows of WINDOW×WINDOW grid cells plus a halo of its receptive
-radius, so memory is bounded for any image size and every cell sees the same neighbours it
-would see in a whole-image pass.
-"""
+"""Images <-> `.stkc` bytes: the tokenizer's windows (windows.py), the exact prior and the
+enhancement layer, range coders and the container (bitstream.py)."""
 
 from __future__ import annotations
 
@@ -19,16 +15,12 @@ from . import bitstream, zoo
 from .bitstream import Header
 from .coder import decode_grids, encode_grids, tile_layout
 from .enhance_codec import EnhancementCoder
-from .errors import BadInputError, ModelMismatchError
+from .errors import BadInputError, ModelMismatchError, Option
 from .imageio import GRAY_MODES
-from .memory import release_free_memory
 from .metrics import psnr_rgb
-from .patches import pad_to_patches
-from .tokenizer import Tokenizer
+from .windows import image_tokens, token_images
 from .zoo import CodecModel
 
-WINDOW = 32  # grid cells per side of a tokenizer window (halo excluded)
-IMAGES_PER_BATCH = 32
 MAX_SIDE = 65535  # the header stores width and height as uint16
 
 
@@ -36,56 +28,6 @@ def colour_mode(image: Image.Image) -> int:
     """What a decoder should hand back: gray for a gray image (coded as RGB, decoded to L, so
     the tokenizer's faint tints never reach the user), RGB for everything else."""
     return bitstream.GRAY if image.mode in GRAY_MODES else bitstream.RGB
-
-
-def _windows(rows: int, cols: int) -> list[tuple[int, int, int, int]]:
-    return [(r, min(r + WINDOW, rows), c, min(c + WINDOW, cols))
-            for r in range(0, rows, WINDOW) for c in range(0, cols, WINDOW)]
-
-
-def _padded_array(image: Image.Image, patch: int) -> np.ndarray:
-    """(H', W', 3) uint8 pixels, padded to whole patches as the tokenizer pads (patches.py)."""
-    pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None]  # (1, 3, H, W)
-    return pad_to_patches(pixels, patch)[0].permute(1, 2, 0).numpy()
-
-
-def image_tokens(tokenizer: Tokenizer, images: Sequence[Image.Image]) -> list[torch.Tensor]:
-    """RGB images of one size -> their token grids (rows, cols), window by window."""
-    p, halo = tokenizer.config.patch_size, tokenizer.grid_radius
-    rows, cols = tokenizer.grid_shape(images[0].height, images[0].width)
-    grids = torch.empty(len(images), rows, cols, dtype=torch.int64)
-    for start in range(0, len(images), IMAGES_PER_BATCH):
-        arrays = np.stack([_padded_array(image, p) for image in images[start : start + IMAGES_PER_BATCH]])
-        windows = _windows(rows, cols)
-        for r0, r1, c0, c1 in windows:
-            h0, h1, w0, w1 = max(0, r0 - halo), min(rows, r1 + halo), max(0, c0 - halo), min(cols, c1 + halo)
-            pixels = torch.from_numpy(arrays[:, h0 * p : h1 * p, w0 * p : w1 * p]).permute(0, 3, 1, 2).float() / 255
-            tokens = tokenizer.encode_index(pixels)
-            grids[start : start + len(arrays), r0:r1, c0:c1] = tokens[:, r0 - h0 : r1 - h0, c0 - w0 : c1 - w0]
-            if len(windows) > 1:
-                release_free_memory()
-    return list(grids)
-
-
-def token_images(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tuple[int, int]) -> list[Image.Image]:
-    """Token grids of one shape -> RGB images of `size` (width, height), window by window."""
-    p, halo = tokenizer.config.patch_size, tokenizer.grid_radius
-    rows, cols = grids[0].shape
-    width, height = size
-    images = []
-    for start in range(0, len(grids), IMAGES_PER_BATCH):
-        batch = torch.stack(list(grids[start : start + IMAGES_PER_BATCH]))
-        canvas = np.empty((len(batch), rows * p, cols * p, 3), dtype=np.uint8)
-        windows = _windows(rows, cols)
-        for r0, r1, c0, c1 in windows:
-            h0, h1, w0, w1 = max(0, r0 - halo), min(rows, r1 + halo), max(0, c0 - halo), min(cols, c1 + halo)
-            pixels = tokenizer.decode_index(batch[:, h0:h1, w0:w1])  # (B, 3, (h1-h0)p, (w1-w0)p)
-            core = pixels[:, :, (r0 - h0) * p : (r1 - h0) * p, (c0 - w0) * p : (c1 - w0) * p]
-            canvas[:, r0 * p : r1 * p, c0 * p : c1 * p] = (core * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-            if len(windows) > 1:
-                release_free_memory()
-        images.extend(Image.fromarray(np.ascontiguousarray(a[:height, :width]), "RGB") for a in canvas)
-    return images
 
 
 class Codec:
@@ -111,7 +53,7 @@ class Codec:
                                      f"that is not installed; this codec's is {self.model.model_id.hex()})")
         if not self.follows_headers:
             raise ModelMismatchError(f"{name}: made by shipped model {shipped} ({model_id.hex()}), "
-                                     f"this one is {self.model.model_id.hex()} (pass --model {shipped})")
+                                     f"this one is {self.model.model_id.hex()} (pass ", Option("model", shipped), ")")
         if model_id not in self._others:
             self._others[model_id] = Codec(shipped, max_pixels=self.max_pixels)
         return self._others[model_id]
@@ -169,8 +111,11 @@ class Codec:
         """Indices of the images by size, each size checked."""
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
-            if image.width > MAX_SIDE or image.height > MAX_SIDE or image.width * image.height > self.max_pixels:
-                raise BadInputError(f"image {index}: {image.width}x{image.height} exceeds the size limit")
+            if image.width > MAX_SIDE or image.height > MAX_SIDE:
+                raise BadInputError(f"image {index}: {image.width}x{image.height} has a side over {MAX_SIDE} pixels")
+            if image.width * image.height > self.max_pixels:
+                raise BadInputError(f"image {index}: {image.width}x{image.height} pixels exceeds the limit of "
+                                    f"{self.max_pixels} (raise it with ", Option("max_pixels"), ")")
             if image.width == 0 or image.height == 0:
                 raise BadInputError(f"image {index}: empty image")
             by_size.setdefault(image.size, []).append(index)

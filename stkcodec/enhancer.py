@@ -105,6 +105,7 @@ class Enhancer(nn.Module, ModelFile):
     """x, base reconstruction x0 -> enhancement symbols and the enhanced reconstruction."""
 
     kind = "enhancer"
+    config_class = EnhancerConfig
 
     def __init__(self, config: EnhancerConfig) -> None:
         super().__init__()

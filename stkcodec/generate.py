@@ -7,7 +7,7 @@ import math
 import torch
 from PIL import Image
 
-from .codec import token_images
+from .windows import token_images
 from .zoo import CodecModel
 
 

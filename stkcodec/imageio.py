@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BadInputError, OutputError
+from .errors import BadInputError, Option, OutputError, exists_error
 
 HIGH_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 INTERNAL_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # `<_io.BytesIO object at 0x7f...>` in Pillow's messages
@@ -69,7 +69,7 @@ def open_image(source: str | Path | bytes, *, max_pixels: int, name: str | None 
         with file, _opened(file) as image:
             if image.width * image.height > max_pixels:
                 raise BadInputError(f"{name}: {image.width}x{image.height} pixels exceeds the limit of {max_pixels} "
-                                    "(raise it with --max-pixels)")
+                                    "(raise it with ", Option("max_pixels"), ")")
             image.load()
             frames = getattr(image, "n_frames", 1)
             if frames > 1 and on_warning is not None:
@@ -113,7 +113,7 @@ def refuse_existing(path: Path, *, force: bool, inputs: Sequence[str | Path] = (
         if source is not None:
             raise OutputError(f"{path}: is the input {source} (choose another output)")
         if not force:
-            raise OutputError(f"{path}: exists (use --force to replace it)")
+            raise exists_error(path)
     if not path.parent.exists():
         raise OutputError(f"{path}: folder {path.parent} does not exist")
 
@@ -147,7 +147,7 @@ def atomic_write(path: Path, data: bytes, *, force: bool) -> None:
             file.flush()
             os.fsync(file.fileno())
         if not force and path.exists():
-            raise OutputError(f"{path}: exists (use --force to replace it)")
+            raise exists_error(path)
         os.replace(temporary, path)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
@@ -66,7 +67,7 @@ class TokenizerObjective:
         return _ramp(c.teacher_weight, c.teacher_weight_final, c.teacher_decay_steps, step)
 
     def prepare(self, model: nn.Module, train_data, *, saved: dict | None, resumed: bool, frozen: Collection[str] = (),
-                generator: torch.Generator, log=print, track=None) -> None:
+                generator: torch.Generator, log: Callable[[str], None] | None = None, track=None) -> None:
         """Fit the k-means teacher on training crops (or take the one a resumed run saved), and
         start a new model's patch prototypes at its centroids. A frozen encoder (its module
         names in `frozen`) is kept as it is: nothing to teach it. `track(description, total)`
@@ -81,7 +82,7 @@ class TokenizerObjective:
         if saved:
             teacher = PatchTeacher.from_state_dict(saved)
         else:
-            log(f"fitting k-means ({2 ** self.bits} centroids of {self.patch_size}x{self.patch_size} patches)")
+            (log or logging.getLogger(__name__).info)(f"fitting k-means ({2 ** self.bits} centroids of {self.patch_size}x{self.patch_size} patches)")
             iterations = 20
             advance = track("k-means", iterations) if track is not None else None
             teacher = PatchTeacher.fit(lambda n: train_data.sample(n, generator), patch_size=self.patch_size,

@@ -105,6 +105,12 @@ class Block(nn.Module):
 
 class Prior(nn.Module, ModelFile):
     kind = "prior"
+    config_class = PriorConfig
+
+    @classmethod
+    def build(cls, config: PriorConfig) -> "Prior":
+        """A "prior" file holds either class: the one its schedule names."""
+        return build_prior(config)
 
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()

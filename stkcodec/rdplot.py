@@ -94,7 +94,7 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise StkcError("--plot needs matplotlib: pip install 'stkc[plot]'") from None
+        raise StkcError("a plot needs matplotlib: pip install 'stkc[plot]'") from None
 
 
 def plot_rd(report: dict, path: str | Path) -> None:

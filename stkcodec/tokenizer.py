@@ -79,6 +79,7 @@ class PatchPrototypes(nn.Module):
 
 class Tokenizer(nn.Module, ModelFile):
     kind = "tokenizer"
+    config_class = TokenizerConfig
     # The modules that turn pixels into tokens (by attribute name): keep them and their batch-norm
     # statistics as they are, and every image keeps its tokens.
     ENCODER_SIDE = ("patchify", "prototypes", "encoder", "to_latent", "quantizer")

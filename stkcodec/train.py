@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import signal
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_save, model_payload, read_checkpoint, split_config
-from .errors import ModelMismatchError, OutputError, StkcError
+from .errors import ModelMismatchError, Option, OutputError, StkcError, exists_error
 from .progress import make_progress
 
 
@@ -103,7 +104,7 @@ def check_output(path: str | Path, *, force: bool) -> None:
     if path.is_dir():
         raise OutputError(f"{path}: is a folder")
     if path.exists() and not force:
-        raise OutputError(f"{path}: exists (use --force to replace it)")
+        raise exists_error(path)
     check_folder(path.parent, path)
 
 
@@ -126,9 +127,9 @@ def pick_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise StkcError("--device cuda: no CUDA device here")
+        raise StkcError(Option("device", "cuda"), ": no CUDA device here")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise StkcError("--device mps: no MPS device here")
+        raise StkcError(Option("device", "mps"), ": no MPS device here")
     return torch.device(name)
 
 
@@ -261,7 +262,7 @@ def progress_note(step: int, elapsed_s: float, config: TrainConfig) -> str:
 
 
 def train(model: nn.Module, objective, train_data, valid_data, config: TrainConfig, *, state: dict | None = None,
-          provenance: Mapping[str, Any] | None = None, log=print) -> dict:
+          provenance: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Train `model` on `objective` until `config.steps` or `config.minutes` runs out.
 
     `state` is the checkpoint `config.resume` names (read here when not given); a checkpoint
@@ -269,8 +270,9 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
     final model payload (also written to `config.output` by the main process). SIGINT or SIGTERM
     saves a checkpoint, says where, and raises KeyboardInterrupt.
     """
+    log = log or logging.getLogger(__name__).info  # the CLI passes its own; a library user gets logging
     if not config.steps and not config.minutes:
-        raise StkcError("say how long to train: --steps N or --minutes M")
+        raise StkcError("say how long to train: ", Option("steps"), " or ", Option("minutes"))
     device = pick_device(config.device)
     dist = Distributed(device)
     torch.set_flush_denormal(True)  # denormal weights and gradients slow CPU training several-fold

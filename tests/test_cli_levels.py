@@ -121,4 +121,28 @@ def test_max_pixels_is_the_real_limit_past_pillows_own(runner, workdir, tiny_mod
     assert result.exit_code == 0, result.output
     assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's own setting is left as it was
     result = invoke(runner, ["compress", "big.png", "--max-pixels", "3000", "--model", tiny_model_dir, "--force"])
-    assert result.exit_code != 0 and "exceeds the limit of 3000" in one_error_line(result)
+    assert result.exit_code != 0 and "exceeds the limit of 3000 (raise it with --max-pixels)" in one_error_line(result)
+
+
+def test_library_messages_name_parameters_and_the_cli_its_options(tiny_model_dir, tmp_path):
+    """The same error reads `max_pixels=` from the library and `--max-pixels` from the command line."""
+    import pytest
+
+    from stkcodec.checkpoint import load_model, save_model
+    from stkcodec.codec import Codec
+    from stkcodec.errors import BadInputError, OutputError
+    from stkcodec.train import pick_device
+
+    with pytest.raises(BadInputError) as caught:
+        Codec(tiny_model_dir, max_pixels=100).compress(make_image(20, 20))
+    assert "(raise it with max_pixels=)" in str(caught.value) and "--" not in str(caught.value)
+    assert "(raise it with --max-pixels)" in caught.value.cli_message()
+    tokenizer = load_model(Path(tiny_model_dir) / "tokenizer.pt")
+    with pytest.raises(OutputError, match=r"exists \(use force=True to replace it\)"):
+        save_model(tokenizer, Path(tiny_model_dir) / "tokenizer.pt", force=False)
+    from stkcodec.errors import StkcError
+
+    try:
+        pick_device("cuda")
+    except StkcError as error:  # a machine without CUDA, as CI's
+        assert str(error) == "device='cuda': no CUDA device here" and error.cli_message().startswith("--device cuda:")

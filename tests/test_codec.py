@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from stkcodec import bitstream
-from stkcodec.codec import Codec, image_tokens
+from stkcodec.codec import Codec
+from stkcodec.windows import image_tokens
 from stkcodec.coder import coding_chunks, decode_grids, encode_grids
 from stkcodec.errors import BadInputError, ModelMismatchError
 from stkcodec.imageio import GRAY_MODES, to_8bit

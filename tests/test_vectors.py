@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 
 from stkcodec import zoo
-from stkcodec.codec import Codec, token_images
+from stkcodec.codec import Codec
+from stkcodec.windows import token_images
 
 from .conftest import make_image
 
