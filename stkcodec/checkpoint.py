@@ -35,8 +35,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .errors import BadInputError, ModelMismatchError, OutputError, exists_error
-from .imageio import atomic_write
+from .errors import BadInputError, ModelMismatchError, exists_error
+from .outputs import atomic_write, cannot_write
 
 FORMAT = "stkc-checkpoint"
 FORMAT_VERSION = 1
@@ -150,18 +150,15 @@ def model_payload(model: nn.Module, *, half: bool = False, **extra: Any) -> dict
 
 
 def atomic_save(payload: dict, path: str | Path) -> None:
-    """torch.save, written whole or not at all (imageio.atomic_write), folders created as needed."""
+    """torch.save, written whole or not at all (outputs.atomic_write), folders created as needed."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+        raise cannot_write(path, error) from None
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    try:
-        atomic_write(path, buffer.getvalue(), force=True)
-    except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+    atomic_write(path, buffer.getvalue(), force=True)  # an OS refusal is its OutputError
 
 
 def save_model(model: nn.Module, path: str | Path, *, force: bool = True, half: bool = False, **extra: Any) -> dict:

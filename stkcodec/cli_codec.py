@@ -49,12 +49,12 @@ def stdout_is_terminal() -> bool:
 
 
 def check_output(target: str, inputs, force: bool, what: str) -> None:
-    """Everything that can be known about an output before any work: see imageio.check_writable;
+    """Everything that can be known about an output before any work: see outputs.check_writable;
     `-` (stdout) must not be a terminal, as gzip refuses to print binary `what` there."""
     from pathlib import Path
 
     from .errors import OutputError
-    from .imageio import check_writable
+    from .outputs import check_writable
 
     if target != "-":
         check_writable(Path(target), force=force, inputs=inputs)
@@ -65,7 +65,7 @@ def check_output(target: str, inputs, force: bool, what: str) -> None:
 def write_output(path: str, data: bytes, force: bool) -> None:
     from pathlib import Path
 
-    from .imageio import atomic_write, cannot_write
+    from .outputs import atomic_write, cannot_write
 
     if path != "-":
         atomic_write(Path(path), data, force=force)
@@ -421,7 +421,7 @@ def bench_command(ctx: click.Context, data_dir, codecs, limit, as_json, plot, mo
     from pathlib import Path
 
     from .bench import ALL_CODECS, find_frames, load_frames, run_bench, steps
-    from .imageio import check_writable
+    from .outputs import check_writable
     from rich.console import Console
 
     from .progress import make_progress, stderr_console

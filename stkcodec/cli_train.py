@@ -394,7 +394,7 @@ def tokenize(ctx: click.Context, data_dir, output, tokenizer_path, mirrored, for
 
     from .checkpoint import atomic_save, load_model
     from .data import find_images, tokenize_folder
-    from .imageio import check_writable
+    from .outputs import check_writable
     from .progress import make_progress
     from .zoo import model_file, resolve
 
@@ -433,7 +433,8 @@ def generate(ctx: click.Context, count, output_dir, seed, temperature, top_k, sh
 
     from .errors import StkcError
     from .generate import contact_sheet, generate_images
-    from .imageio import atomic_write, cannot_write, check_writable, encode_image
+    from .imageio import encode_image
+    from .outputs import atomic_write, cannot_write, check_writable
     from .progress import make_progress
     from .zoo import CodecModel
 

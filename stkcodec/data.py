@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .errors import BadInputError
-from .imageio import atomic_write
+from .outputs import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".avif"}
 CROP = (100, 150)  # (H, W) of a training crop: one SuperTuxKart frame

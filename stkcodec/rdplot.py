@@ -104,7 +104,7 @@ def plot_rd(report: dict, path: str | Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    from .imageio import atomic_write
+    from .outputs import atomic_write
 
     # Figure + Agg canvas instead of pyplot: no global state, no GUI backend picked up from the environment.
     figure = Figure(figsize=(7, 5), dpi=150)

@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +27,8 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_save, model_payload, read_checkpoint, split_config
-from .errors import ModelMismatchError, Option, OutputError, StkcError, exists_error
+from .errors import ModelMismatchError, Option, StkcError
+from .outputs import check_writable, make_writable_folder
 from .progress import make_progress
 
 
@@ -100,23 +100,7 @@ class Resumed:
 
 def check_output(path: str | Path, *, force: bool) -> None:
     """Refuse, before any training, an output that exists (without `force`) or cannot be written."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder")
-    if path.exists() and not force:
-        raise exists_error(path)
-    check_folder(path.parent, path)
-
-
-def check_folder(folder: Path, shown: Path | None = None) -> None:
-    """Create `folder` if need be and make sure a file can be written in it."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        reason = (error.strerror or str(error)).lower()
-        raise OutputError(f"cannot write {shown or folder}: {reason}") from None
+    check_writable(Path(path), force=force, make_folder=True)
 
 
 def pick_device(name: str) -> torch.device:
@@ -316,7 +300,7 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
     else:
         run_dir = Path(config.checkpoint_dir) / f"{datetime.now():%Y%m%d-%H%M%S}-{model.kind}"
     if dist.main:
-        check_folder(run_dir)
+        make_writable_folder(run_dir)
     metrics_log = MetricsLog(run_dir, dist.main, resumed_step=step if resumed_checkpoint else None)
     net = dist.wrap(model, device)
 
