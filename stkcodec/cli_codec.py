@@ -7,6 +7,7 @@ import sys
 import click
 
 from .cli_common import CONTEXT, MODEL_HELP, Failures, say, shown, tell
+from .errors import StkcError
 
 
 def output_paths(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[str]:
@@ -77,19 +78,6 @@ def write_output(path: str, data: bytes, force: bool) -> None:
         raise cannot_write("stdout", error) from None
 
 
-def work_each(work, codec, batch: list, failures: Failures, tiles: TileBar | None) -> list:
-    """`work(codec, batch, tiles)`; if it fails, each file alone, so that one bad file does not sink its batch."""
-    from .errors import StkcError
-
-    try:
-        return work(codec, batch, tiles)
-    except StkcError as error:
-        if len(batch) == 1:
-            failures.report(error)
-            return [None]
-    return [result for item in batch for result in work_each(work, codec, [item], failures, tiles)]
-
-
 class TileBar:
     """The bar of a one-file run: it counts the image's tiles, and shows only for an image
     large enough to wait for (a 150x100 frame is one tile, a 4.5-megapixel photo hundreds)."""
@@ -110,13 +98,13 @@ class TileBar:
 def run_batched(ctx, label: str, inputs, targets, *, force: bool, what: str, load, work, summary,
                 batch_size: int) -> list[dict]:
     """Every output checked first; then, if any can be written, `load()` the codec and run
-    `work(codec, list of (input, target, bytes), tiles) -> list of (record, output bytes)` over
-    batches of `batch_size`, writing each output as soon as it is ready (`tiles`: a TileBar for a
-    one-file run, else None). A bad file is reported and the rest
-    go on; a run of several files ends with `summary(records)`, the seconds and the failures."""
+    `work(codec, list of (input, target, bytes), tiles, fail) -> list of (record, output bytes)`
+    over batches of `batch_size`, writing each output as soon as it is ready (`tiles`: a TileBar
+    for a one-file run, else None). `work` hands a bad file's error to `fail` and puts None in its
+    place (the library's errors="collect"), and the rest go on; a run of several files ends with
+    `summary(records)`, the seconds and the failures."""
     import time
 
-    from .errors import StkcError
     from .progress import make_progress
 
     started = time.perf_counter()
@@ -149,7 +137,7 @@ def run_batched(ctx, label: str, inputs, targets, *, force: bool, what: str, loa
                     progress.advance(task)
             seconds["read"] += time.perf_counter() - clock
             clock = time.perf_counter()
-            results = work_each(work, codec, batch, failures, tiles) if batch else []
+            results = work(codec, batch, tiles, failures.report) if batch else []
             seconds["code"] += time.perf_counter() - clock
             for (_, target, _), result in zip(batch, results):
                 clock = time.perf_counter()
@@ -288,16 +276,31 @@ def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_p
     def warn(message: str) -> None:
         click.echo(f"Warning: {message}", err=True)
 
-    def work(codec, batch, tiles):
-        images = [open_image(data, max_pixels=codec.max_pixels, name=shown(source), on_warning=warn)
-                  for source, _, data in batch]
+    def work(codec, batch, tiles, fail):
+        opened = []
+        for source, _, data in batch:
+            try:
+                opened.append(open_image(data, max_pixels=codec.max_pixels, name=shown(source), on_warning=warn))
+            except StkcError as error:
+                fail(error)
+                opened.append(None)
+        readable = [k for k, image in enumerate(opened) if image is not None]
+        images = [opened[k] for k in readable]
         if tiles is not None:
             layers = 2 if (quality or codec.model.default_quality) > 1 or target_bytes or target_psnr else 1
             tiles.expect(layers * sum(codec.tiles(*image.size) for image in images))
-        files = codec.compress_many(images, quality=quality, target_bytes=target_bytes, target_psnr=target_psnr,
-                                    on_tiles=tiles)
+        files: list = [None] * len(batch)
+        coded = codec.compress_many(images, quality=quality, target_bytes=target_bytes, target_psnr=target_psnr,
+                                    names=[shown(batch[k][0]) for k in readable], errors="collect", on_tiles=tiles)
+        for k, file in zip(readable, coded):
+            files[k] = file
         results = []
-        for (source, target, data), image, file in zip(batch, images, files):
+        for (source, target, data), image, file in zip(batch, opened, files):
+            if isinstance(file, StkcError):
+                fail(file)
+            if image is None or not isinstance(file, bytes):
+                results.append(None)
+                continue
             from . import bitstream
 
             level = bitstream.parse(file, max_pixels=codec.max_pixels)[0].quality
@@ -348,16 +351,28 @@ def decompress(ctx: click.Context, inputs, output, model, force, as_json, max_pi
         if target != "-":
             image_format(Path(target).suffix, target)  # refuses -o out.stkc before decoding
 
-    def work(codec, batch, tiles):
+    def work(codec, batch, tiles, fail):
         if tiles is not None:
-            headers = [bitstream.parse(data, max_pixels=codec.max_pixels, name=shown(source))[0]
-                       for source, _, data in batch]
-            tiles.expect(sum(codec.tiles(h.width, h.height) * (2 if h.enhancement else 1) for h in headers))
+            try:
+                headers = [bitstream.parse(data, max_pixels=codec.max_pixels, name=shown(source))[0]
+                           for source, _, data in batch]
+                tiles.expect(sum(codec.tiles(h.width, h.height) * (2 if h.enhancement else 1) for h in headers))
+            except StkcError:
+                pass  # decompress_many reports it
         images = codec.decompress_many([data for _, _, data in batch], [shown(source) for source, _, _ in batch],
-                                       on_tiles=tiles)
+                                       errors="collect", on_tiles=tiles)
         results = []
         for (source, target, data), image in zip(batch, images):
-            encoded = encode_image(image, Path(target).suffix if target != "-" else ".png")
+            if isinstance(image, StkcError):
+                fail(image)
+                results.append(None)
+                continue
+            try:
+                encoded = encode_image(image, Path(target).suffix if target != "-" else ".png")
+            except StkcError as error:
+                fail(error)
+                results.append(None)
+                continue
             record = {"input": source, "output": target, "width": image.width, "height": image.height,
                       "bytes": len(data), "output_bytes": len(encoded),
                       "line": f"{shown(source)}: {len(data)} B -> {image.width}x{image.height} "

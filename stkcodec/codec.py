@@ -15,7 +15,7 @@ from . import bitstream, zoo
 from .bitstream import Header
 from .coder import decode_grids, encode_grids, tile_layout
 from .enhance_codec import EnhancementCoder
-from .errors import BadInputError, ModelMismatchError, Option
+from .errors import BadInputError, ModelMismatchError, Option, StkcError
 from .imageio import GRAY_MODES
 from .metrics import psnr_rgb
 from .windows import image_tokens, token_images
@@ -28,6 +28,31 @@ def colour_mode(image: Image.Image) -> int:
     """What a decoder should hand back: gray for a gray image (coded as RGB, decoded to L, so
     the tokenizer's faint tints never reach the user), RGB for everything else."""
     return bitstream.GRAY if image.mode in GRAY_MODES else bitstream.RGB
+
+
+def _names(names: Sequence[str] | None, count: int, word: str) -> list[str]:
+    if names is not None and len(names) != count:
+        raise ValueError(f"{len(names)} names for {count} items")
+    return list(names) if names is not None else [f"{word} {i}" for i in range(count)]
+
+
+def _check_errors(errors: str) -> None:
+    if errors not in ("raise", "collect"):
+        raise ValueError(f"errors={errors!r}: 'raise' or 'collect'")
+
+
+def each_alone_on_error(work: Callable[[list[int]], list], count: int) -> list:
+    """`work(members)` over all `count` items; if it raises a StkcError, the items again one by
+    one, so that one bad item does not sink the others: each item's result or its error."""
+    def run(members: list[int]) -> list:
+        try:
+            return work(members)
+        except StkcError as error:
+            if len(members) == 1:
+                return [error]
+        return [result for member in members for result in run([member])]
+
+    return run(list(range(count))) if count else []
 
 
 class Codec:
@@ -77,7 +102,8 @@ class Codec:
 
     def compress_many(self, images: Sequence[Image.Image], *, quality: int | None = None,
                       target_bytes: int | None = None, target_psnr: float | None = None,
-                      on_tiles: Callable[[int], None] | None = None) -> list[bytes]:
+                      names: Sequence[str] | None = None, errors: str = "raise",
+                      on_tiles: Callable[[int], None] | None = None) -> list:
         """PIL images of any mode -> `.stkc` bytes each. Gray images decode to gray (mode L),
         everything else to RGB; alpha is not kept. `on_tiles(n)` hears of every n tiles coded
         (`tiles` says how many an image has; twice that with an enhancement layer).
@@ -85,16 +111,28 @@ class Codec:
         `quality` is the level (1: the base alone, up to `levels`; None: the model's default).
         Or, per image, `target_bytes` picks the largest level whose file fits (level 1 if none
         does) and `target_psnr` the smallest level that reaches that PSNR in dB (the highest if
-        none does), as cwebp's -size and -psnr."""
+        none does), as cwebp's -size and -psnr.
+
+        `names` name the images in errors (default "image 0", "image 1"...). `errors="collect"`:
+        an image that cannot be coded gets its StkcError in its place, and the others are coded
+        (a failed batch is tried again image by image); "raise" (default): the first error is raised."""
         if target_bytes is not None and target_psnr is not None:
             raise BadInputError("give target_bytes= or target_psnr=, not both")
         if quality is not None and (target_bytes is not None or target_psnr is not None):
             raise BadInputError("give quality= or a target, not both")
-        quality = self.check_quality(self.model.default_quality if quality is None else quality)
+        asked, quality = quality, self.check_quality(self.model.default_quality if quality is None else quality)
+        names = _names(names, len(images), "image")
+        if errors == "collect":
+            return each_alone_on_error(
+                lambda members: self.compress_many([images[i] for i in members], quality=asked,
+                                                   target_bytes=target_bytes, target_psnr=target_psnr,
+                                                   names=[names[i] for i in members], on_tiles=on_tiles),
+                len(images))
+        _check_errors(errors)
         targeted = target_bytes is not None or target_psnr is not None
         results: list[bytes | None] = [None] * len(images)
         with torch.inference_mode():
-            for size, members in self._by_size(images).items():
+            for size, members in self._by_size(images, names).items():
                 rgb = [images[i].convert("RGB") for i in members]
                 grids, headers = self._base_layer(rgb, [colour_mode(images[i]) for i in members], on_tiles)
                 if targeted:
@@ -107,17 +145,18 @@ class Codec:
                     results[index] = data
         return results
 
-    def _by_size(self, images: Sequence[Image.Image]) -> dict[tuple[int, int], list[int]]:
+    def _by_size(self, images: Sequence[Image.Image], names: Sequence[str]) -> dict[tuple[int, int], list[int]]:
         """Indices of the images by size, each size checked."""
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
+            name = names[index]
             if image.width > MAX_SIDE or image.height > MAX_SIDE:
-                raise BadInputError(f"image {index}: {image.width}x{image.height} has a side over {MAX_SIDE} pixels")
+                raise BadInputError(f"{name}: {image.width}x{image.height} has a side over {MAX_SIDE} pixels")
             if image.width * image.height > self.max_pixels:
-                raise BadInputError(f"image {index}: {image.width}x{image.height} pixels exceeds the limit of "
+                raise BadInputError(f"{name}: {image.width}x{image.height} pixels exceeds the limit of "
                                     f"{self.max_pixels} (raise it with ", Option("max_pixels"), ")")
             if image.width == 0 or image.height == 0:
-                raise BadInputError(f"image {index}: empty image")
+                raise BadInputError(f"{name}: empty image")
             by_size.setdefault(image.size, []).append(index)
         return by_size
 
@@ -182,12 +221,12 @@ class Codec:
 
     def every_level(self, images: Sequence[Image.Image]) -> list[list[tuple[bytes, np.ndarray]]]:
         """Per image, (`.stkc` bytes, the RGB pixels (H, W, 3) uint8 they decode to) at every quality
-        level, 1 first: one encoder pass for all of them (what --target-psnr weighs; benchmarks).
+        level, 1 first: one encoder pass for all of them (what target_psnr= weighs; benchmarks).
         The pixels are the encoder's own reconstruction, which a decoder matches up to float
         rounding (formats/stkc.md, Pixels)."""
         results: list = [None] * len(images)
         with torch.inference_mode():
-            for size, members in self._by_size(images).items():
+            for size, members in self._by_size(images, _names(None, len(images), "image")).items():
                 rgb = [images[i].convert("RGB") for i in members]
                 grids, headers = self._base_layer(rgb, [colour_mode(images[i]) for i in members], None)
                 for index, candidates in zip(members, self._candidates(rgb, grids, headers, size, None, True)):
@@ -224,15 +263,22 @@ class Codec:
         return self._per_model(files, names, functools.partial(Codec._own_tokens, on_tiles=on_tiles))
 
     def decompress_many(self, files: Sequence[bytes], names: Sequence[str] | None = None, *,
-                        on_tiles: Callable[[int], None] | None = None) -> list[Image.Image]:
+                        errors: str = "raise", on_tiles: Callable[[int], None] | None = None) -> list:
         """`.stkc` bytes -> PIL images (RGB, or L for a gray original); `on_tiles(n)` hears of
-        every n tiles decoded."""
+        every n tiles decoded. `errors="collect"`: a file that cannot be decoded gets its
+        StkcError in its place, the others are decoded (see compress_many)."""
+        if errors == "collect":
+            names = _names(names, len(files), "input")
+            return each_alone_on_error(
+                lambda members: self.decompress_many([files[i] for i in members], [names[i] for i in members],
+                                                     on_tiles=on_tiles), len(files))
+        _check_errors(errors)
         return self._per_model(files, names, functools.partial(Codec._own_images, on_tiles=on_tiles))
 
     def _per_model(self, files: Sequence[bytes], names: Sequence[str] | None, work) -> list:
         """Headers parsed and checked, then `work(codec, parsed, names)` once for each model that
         `files` need; results in input order."""
-        names = list(names or [f"input {i}" for i in range(len(files))])
+        names = _names(names, len(files), "input")
         parsed = [bitstream.parse(data, max_pixels=self.max_pixels, name=name) for data, name in zip(files, names)]
         results: list = [None] * len(files)
         for codec, members in self._by_model(parsed, names):

@@ -260,3 +260,23 @@ def test_progress_counts_every_tile_of_a_large_image(codec):
     data = codec.compress_many([image], on_tiles=coded.append)[0]
     codec.decompress_many([data], on_tiles=decoded.append)
     assert sum(coded) == sum(decoded) == codec.tiles(160, 110) == bitstream.parse(data)[0].describe()["tiles"] > 1
+
+
+def test_errors_collect_codes_the_good_images_and_names_the_bad(tiny_codec_model):
+    """errors="collect": one bad image (here over max_pixels) gets its error, named as the caller
+    named it; the others are coded as they would be alone. The same for decoding."""
+    from stkcodec.errors import StkcError
+
+    codec = Codec(tiny_codec_model, max_pixels=20_000)
+    good = [make_image(150, 100, seed=1), make_image(40, 30, seed=2)]
+    mixed = [good[0], make_image(200, 150, seed=3), good[1]]
+    results = codec.compress_many(mixed, names=["a.png", "big.png", "c.png"], errors="collect", quality=1)
+    assert isinstance(results[1], StkcError) and str(results[1]).startswith("big.png: 200x150 pixels exceeds")
+    assert [results[0], results[2]] == [codec.compress(image, quality=1) for image in good]
+    with pytest.raises(StkcError, match="big.png"):
+        codec.compress_many(mixed, names=["a.png", "big.png", "c.png"], quality=1)
+    decoded = codec.decompress_many([results[0], b"STKC broken", results[2]], ["a", "b", "c"], errors="collect")
+    assert isinstance(decoded[1], StkcError) and str(decoded[1]).startswith("b:")
+    assert decoded[0].size == (150, 100) and decoded[2].size == (40, 30)
+    with pytest.raises(ValueError, match="collect"):
+        codec.decompress_many([results[0]], errors="ignore")
