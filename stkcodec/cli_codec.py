@@ -79,17 +79,18 @@ def write_output(path: str, data: bytes, force: bool) -> None:
 
 
 class TileBar:
-    """The bar of a one-file run: it counts the image's tiles, and shows only for an image
-    large enough to wait for (a 150x100 frame is one tile, a 4.5-megapixel photo hundreds)."""
+    """The bar of a one-file run: it counts the image's steps (the prior's and the enhancement's
+    tiles, the tokenizer's windows: `Codec.steps`), and shows only for an image large enough to
+    wait for (a 150x100 frame is a few steps, a 4.5-megapixel photo hundreds)."""
 
-    LARGE = 8  # tiles
+    LARGE = 8  # steps
 
     def __init__(self, progress, task, label: str) -> None:
         self.progress, self.task, self.label = progress, task, label
 
     def expect(self, tiles: int) -> None:
         if tiles >= self.LARGE:
-            self.progress.update(self.task, total=tiles, completed=0, visible=True, description=f"{self.label} (tiles)")
+            self.progress.update(self.task, total=tiles, completed=0, visible=True, description=f"{self.label} (steps)")
 
     def __call__(self, tiles: int) -> None:
         self.progress.advance(self.task, tiles)
@@ -287,8 +288,8 @@ def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_p
         readable = [k for k, image in enumerate(opened) if image is not None]
         images = [opened[k] for k in readable]
         if tiles is not None:
-            layers = 2 if (quality or codec.model.default_quality) > 1 or target_bytes or target_psnr else 1
-            tiles.expect(layers * sum(codec.tiles(*image.size) for image in images))
+            level = codec.levels if target_bytes or target_psnr else (quality or codec.model.default_quality)
+            tiles.expect(sum(codec.steps(*image.size, level, encoding=True) for image in images))
         files: list = [None] * len(batch)
         coded = codec.compress_many(images, quality=quality, target_bytes=target_bytes, target_psnr=target_psnr,
                                     names=[shown(batch[k][0]) for k in readable], errors="collect", on_tiles=tiles)
@@ -356,7 +357,7 @@ def decompress(ctx: click.Context, inputs, output, model, force, as_json, max_pi
             try:
                 headers = [bitstream.parse(data, max_pixels=codec.max_pixels, name=shown(source))[0]
                            for source, _, data in batch]
-                tiles.expect(sum(codec.tiles(h.width, h.height) * (2 if h.enhancement else 1) for h in headers))
+                tiles.expect(sum(codec.steps(h.width, h.height, h.quality, encoding=False) for h in headers))
             except StkcError:
                 pass  # decompress_many reports it
         images = codec.decompress_many([data for _, _, data in batch], [shown(source) for source, _, _ in batch],

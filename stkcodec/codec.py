@@ -18,7 +18,7 @@ from .enhance_codec import EnhancementCoder
 from .errors import BadInputError, ModelMismatchError, Option, StkcError
 from .imageio import GRAY_MODES
 from .metrics import psnr_rgb
-from .windows import image_tokens, token_images
+from .windows import image_tokens, token_images, window_count
 from .zoo import CodecModel
 
 MAX_SIDE = 65535  # the header stores width and height as uint16
@@ -105,8 +105,8 @@ class Codec:
                       names: Sequence[str] | None = None, errors: str = "raise",
                       on_tiles: Callable[[int], None] | None = None) -> list:
         """PIL images of any mode -> `.stkc` bytes each. Gray images decode to gray (mode L),
-        everything else to RGB; alpha is not kept. `on_tiles(n)` hears of every n tiles coded
-        (`tiles` says how many an image has; twice that with an enhancement layer).
+        everything else to RGB; alpha is not kept. `on_tiles(n)` hears of every n steps done
+        (`steps` says how many an image takes: tiles and tokenizer windows).
 
         `quality` is the level (1: the base alone, up to `levels`; None: the model's default).
         Or, per image, `target_bytes` picks the largest level whose file fits (level 1 if none
@@ -164,7 +164,7 @@ class Codec:
         """RGB images of one size -> their token grids and (sealed header, base payload) each."""
         model = self.model
         width, height = rgb[0].size
-        grids = image_tokens(model.tokenizer, rgb)
+        grids = image_tokens(model.tokenizer, rgb, on_tiles)
         headers = []
         for grid, payload, colour in zip(grids, encode_grids(model.exact_prior, grids, model.tile, on_tiles=on_tiles),
                                          colours):
@@ -177,7 +177,7 @@ class Codec:
     def _enhancements(self, rgb, grids, headers, size, levels: list[int], on_tiles, reconstruct: bool = False):
         """Per image, (file bytes, decoded RGB pixels if `reconstruct`) at each quality level in
         `levels` (2 or more)."""
-        bases = [np.asarray(image) for image in token_images(self.model.tokenizer, grids, size)]
+        bases = [np.asarray(image) for image in token_images(self.model.tokenizer, grids, size, on_tiles)]
         starts = [bitstream.symbols_crc_start(header.token_crc32) for header, _ in headers]
         coded = self.enhancement.encode([np.asarray(image) for image in rgb], bases, [q - 2 for q in levels],
                                         base_crcs=starts, tokens=[grid.numpy() for grid in grids],
@@ -254,8 +254,17 @@ class Codec:
         return None if usual is None or usual[0] <= bits_per_token <= usual[1] else bits_per_token
 
     def tiles(self, width: int, height: int) -> int:
-        """How many tiles of the prior an image of this size codes as (for progress)."""
+        """How many tiles of the prior an image of this size codes as."""
         return len(tile_layout(*self.model.tokenizer.grid_shape(height, width), *self.model.tile))
+
+    def steps(self, width: int, height: int, quality: int, *, encoding: bool) -> int:
+        """How many times `on_tiles` hears of an image of this size coded at `quality` (its
+        units): the prior's tiles, the tokenizer's windows and, above level 1, the enhancement's
+        tiles (for progress: every stage a user waits for)."""
+        windows = window_count(*self.model.tokenizer.grid_shape(height, width))
+        layered = quality > 1
+        tokenizer_passes = (1 + layered) if encoding else 1  # encoding: tokens, then the base picture
+        return self.tiles(width, height) * (1 + layered) + windows * tokenizer_passes
 
     def tokens_many(self, files: Sequence[bytes], names: Sequence[str] | None = None, *,
                     on_tiles: Callable[[int], None] | None = None) -> list[tuple[Header, torch.Tensor]]:
@@ -265,7 +274,7 @@ class Codec:
     def decompress_many(self, files: Sequence[bytes], names: Sequence[str] | None = None, *,
                         errors: str = "raise", on_tiles: Callable[[int], None] | None = None) -> list:
         """`.stkc` bytes -> PIL images (RGB, or L for a gray original); `on_tiles(n)` hears of
-        every n tiles decoded. `errors="collect"`: a file that cannot be decoded gets its
+        every n steps done (`steps`). `errors="collect"`: a file that cannot be decoded gets its
         StkcError in its place, the others are decoded (see compress_many)."""
         if errors == "collect":
             names = _names(names, len(files), "input")
@@ -313,7 +322,7 @@ class Codec:
             groups.setdefault((header.width, header.height), []).append(index)
         with torch.inference_mode():
             for size, members in groups.items():
-                bases = token_images(self.model.tokenizer, [decoded[i][1] for i in members], size)
+                bases = token_images(self.model.tokenizer, [decoded[i][1] for i in members], size, on_tiles)
                 for index, image in zip(members, bases):
                     images[index] = image
                 self._enhance([decoded[i][0] for i in members], bases, [decoded[i][1] for i in members],

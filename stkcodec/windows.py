@@ -7,7 +7,7 @@ would see in a whole-image pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,8 +32,15 @@ def _padded_array(image: Image.Image, patch: int) -> np.ndarray:
     return pad_to_patches(pixels, patch)[0].permute(1, 2, 0).numpy()
 
 
-def image_tokens(tokenizer: Tokenizer, images: Sequence[Image.Image]) -> list[torch.Tensor]:
-    """RGB images of one size -> their token grids (rows, cols), window by window."""
+def window_count(rows: int, cols: int) -> int:
+    """How many windows a grid of this shape is cut into (for progress)."""
+    return len(_windows(rows, cols))
+
+
+def image_tokens(tokenizer: Tokenizer, images: Sequence[Image.Image],
+                 on_window: Callable[[int], None] | None = None) -> list[torch.Tensor]:
+    """RGB images of one size -> their token grids (rows, cols), window by window
+    (`on_window(n)`: n more image-windows done)."""
     p, halo = tokenizer.config.patch_size, tokenizer.grid_radius
     rows, cols = tokenizer.grid_shape(images[0].height, images[0].width)
     grids = torch.empty(len(images), rows, cols, dtype=torch.int64)
@@ -47,11 +54,15 @@ def image_tokens(tokenizer: Tokenizer, images: Sequence[Image.Image]) -> list[to
             grids[start : start + len(arrays), r0:r1, c0:c1] = tokens[:, r0 - h0 : r1 - h0, c0 - w0 : c1 - w0]
             if len(windows) > 1:
                 release_free_memory()
+            if on_window is not None:
+                on_window(len(arrays))
     return list(grids)
 
 
-def token_images(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tuple[int, int]) -> list[Image.Image]:
-    """Token grids of one shape -> RGB images of `size` (width, height), window by window."""
+def token_images(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tuple[int, int],
+                 on_window: Callable[[int], None] | None = None) -> list[Image.Image]:
+    """Token grids of one shape -> RGB images of `size` (width, height), window by window
+    (`on_window(n)`: n more image-windows done)."""
     p, halo = tokenizer.config.patch_size, tokenizer.grid_radius
     rows, cols = grids[0].shape
     width, height = size
@@ -67,5 +78,7 @@ def token_images(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tupl
             canvas[:, r0 * p : r1 * p, c0 * p : c1 * p] = (core * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
             if len(windows) > 1:
                 release_free_memory()
+            if on_window is not None:
+                on_window(len(batch))
         images.extend(Image.fromarray(np.ascontiguousarray(a[:height, :width]), "RGB") for a in canvas)
     return images

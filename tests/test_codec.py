@@ -254,12 +254,22 @@ def test_default_codec_decodes_files_of_every_shipped_model(tmp_path, monkeypatc
         zoo.shipped.cache_clear()
 
 
-def test_progress_counts_every_tile_of_a_large_image(codec):
+def test_progress_counts_every_step_of_a_large_image(codec, tiny_layered_model):
+    """Every stage a user waits for: the prior's tiles and the tokenizer's windows, and at a
+    level above 1 the enhancement's tiles and the base picture's windows."""
     image = make_image(160, 110)
     coded, decoded = [], []
     data = codec.compress_many([image], on_tiles=coded.append)[0]
     codec.decompress_many([data], on_tiles=decoded.append)
-    assert sum(coded) == sum(decoded) == codec.tiles(160, 110) == bitstream.parse(data)[0].describe()["tiles"] > 1
+    assert codec.tiles(160, 110) == bitstream.parse(data)[0].describe()["tiles"] > 1
+    assert sum(coded) == codec.steps(160, 110, 1, encoding=True) == codec.tiles(160, 110) + 1  # one window
+    assert sum(decoded) == codec.steps(160, 110, 1, encoding=False) == sum(coded)
+    layered = Codec(tiny_layered_model)
+    coded, decoded = [], []
+    data = layered.compress_many([image], quality=3, on_tiles=coded.append)[0]
+    layered.decompress_many([data], on_tiles=decoded.append)
+    assert sum(coded) == layered.steps(160, 110, 3, encoding=True) == 2 * layered.tiles(160, 110) + 2
+    assert sum(decoded) == layered.steps(160, 110, 3, encoding=False) == 2 * layered.tiles(160, 110) + 1
 
 
 def test_errors_collect_codes_the_good_images_and_names_the_bad(tiny_codec_model):

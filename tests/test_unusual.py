@@ -47,7 +47,7 @@ def test_shipped_models_carry_their_figure():
     assert all(0.0 < low < 3.0 < 5.0 < high < 12.0 for low, high in figures.values())
 
 
-def test_one_large_image_shows_its_tiles(runner, workdir, tiny_model_dir, monkeypatch):
+def test_one_large_image_shows_its_steps(runner, workdir, tiny_model_dir, monkeypatch):
     from stkcodec import cli_codec
 
     seen = []
@@ -55,4 +55,4 @@ def test_one_large_image_shows_its_tiles(runner, workdir, tiny_model_dir, monkey
     make_image(480, 300).save("big.png")  # a grid of 60 x 96 tokens: 3 x 4 tiles of 20 x 30
     assert invoke(runner, ["compress", "big.png", "--model", tiny_model_dir]).exit_code == 0
     assert invoke(runner, ["decompress", "big.stkc", "-o", "big2.png", "--model", tiny_model_dir]).exit_code == 0
-    assert sum(seen) == 2 * 12
+    assert sum(seen) == 2 * (12 + 6)  # each way: 12 tiles of the prior, 6 windows of 32 x 32 tokens
