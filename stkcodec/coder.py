@@ -7,8 +7,9 @@ together in chunks of CHUNK_TILES; inside a chunk the symbols go position-major 
 every tile, then token 1 of every tile...) so a decoder can run the chunk's tiles as one
 batch. A group prior's symbols go in its schedule's order instead of raster order (group 0's
 cells of every tile, then group 1's...), and a decoder takes one group of the chunk per step,
-each stream's symbols in one call. Every probability comes from `ExactPrior` or
-`ExactGroupPrior`, so encoder and decoder agree to the bit.
+each stream's symbols in one call. Every probability comes from the prior's exact twin
+(`ExactPrior` or `ExactGroupPrior`, each owning its decoding of a chunk), so encoder and
+decoder agree to the bit.
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ import numpy as np
 import torch
 
 from .errors import BadInputError
-from .exact import ExactGroupPrior, ExactPrior
+from .exact import FAMILY, ExactTokenPrior
 from .memory import release_free_memory
-from .schedule import plan
 
 CHUNK_TILES = 16  # part of the format: it fixes the order of the symbols
 MAX_BATCH_TILES = 64  # tiles per batched KV-cache decoding step (speed only)
 ENCODE_BATCH_TILES = 2  # tiles per encoder pass: a raster prior's attention scores are (n, heads, T, T) float64
 ENCODE_POSITIONS = 150  # positions per range-coder call when encoding (memory only: the same bytes)
-FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 Tile = tuple[int, int, int, int]  # row0, row1, col0, col1 on the token grid
 
@@ -63,7 +62,7 @@ def _member_batches(members: list[int], chunk: list[Tile], limit: int = MAX_BATC
         yield members[start : start + per_batch]
 
 
-def encode_grids(prior: ExactPrior, grids: list[torch.Tensor], tile: tuple[int, int], *,
+def encode_grids(prior: ExactTokenPrior, grids: list[torch.Tensor], tile: tuple[int, int], *,
                  on_tiles: Callable[[int], None] | None = None) -> list[bytes]:
     """Token grids (rows, cols) -> one payload (bytes, whole 32-bit words) per grid.
 
@@ -97,7 +96,7 @@ def encode_grids(prior: ExactPrior, grids: list[torch.Tensor], tile: tuple[int, 
     return [encoder.get_compressed().astype("<u4").tobytes() for encoder in encoders]
 
 
-def decode_grids(prior: ExactPrior, payloads: list[bytes], shapes: list[tuple[int, int]],
+def decode_grids(prior: ExactTokenPrior, payloads: list[bytes], shapes: list[tuple[int, int]],
                  tile: tuple[int, int], *, names: list[str] | None = None,
                  on_tiles: Callable[[int], None] | None = None) -> list[torch.Tensor]:
     """Payloads -> token grids of the given (rows, cols) shapes; `on_tiles(n)` hears of every
@@ -109,12 +108,13 @@ def decode_grids(prior: ExactPrior, payloads: list[bytes], shapes: list[tuple[in
     names = names or [f"input {i}" for i in range(len(payloads))]
     decoders = [constriction.stream.queue.RangeDecoder(np.frombuffer(p, dtype="<u4").astype(np.uint32)) for p in payloads]
     grids = [torch.empty(shape, dtype=torch.int64) for shape in shapes]
-    decode_chunk = _decode_chunk_groups if isinstance(prior, ExactGroupPrior) else _decode_chunk
     for shape, members in _group_by_shape(shapes).items():
         for chunk in coding_chunks(*shape, *tile):
             for batch in _member_batches(members, chunk):
                 try:
-                    decode_chunk(prior, [decoders[i] for i in batch], [grids[i] for i in batch], chunk)
+                    rows, cols = chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2]
+                    symbols = prior.decode_chunk([decoders[i] for i in batch], len(chunk), rows, cols)
+                    _place([grids[i] for i in batch], chunk, symbols)
                 except (ValueError, RuntimeError, AssertionError, OverflowError) as error:
                     culprit = names[batch[0]] if len(batch) == 1 else "one of " + ", ".join(names[i] for i in batch)
                     raise BadInputError(f"{culprit}: corrupt payload ({error})") from None
@@ -123,44 +123,6 @@ def decode_grids(prior: ExactPrior, payloads: list[bytes], shapes: list[tuple[in
                 if on_tiles is not None:
                     on_tiles(len(batch) * len(chunk))
     return grids
-
-
-def _decode_chunk(prior: ExactPrior, decoders: list, grids: list[torch.Tensor], chunk: list[Tile]) -> None:
-    """The raster prior: one token of every tile per step."""
-    tile_rows, tile_cols = chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2]
-    count = len(decoders) * len(chunk)
-    length = tile_rows * tile_cols
-    cache = prior.new_cache(count, length)
-    previous = np.full(count, prior.start_token, dtype=np.int64)
-    symbols = np.empty((count, length), dtype=np.int64)
-    for position in range(length):
-        weights = prior.weights(prior.step(previous, position, tile_cols, cache))  # (count, V)
-        for slot in range(count):
-            decoder = decoders[slot // len(chunk)]
-            symbols[slot, position] = decoder.decode(FAMILY, weights[slot : slot + 1])[0]
-        previous = symbols[:, position]
-    _place(grids, chunk, symbols)
-
-
-def _decode_chunk_groups(prior: ExactGroupPrior, decoders: list, grids: list[torch.Tensor], chunk: list[Tile]) -> None:
-    """A group prior: one group of every tile per step, each stream's symbols in one call."""
-    tile_rows, tile_cols = chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2]
-    tiles = len(chunk)
-    count = len(decoders) * tiles
-    schedule = plan(prior.schedule, tile_rows, tile_cols)
-    cache = prior.new_cache(count, 1 + tile_rows * tile_cols)
-    symbols = np.empty((count, tile_rows * tile_cols), dtype=np.int64)
-    for group in range(schedule.count):
-        cells = schedule.members(group)
-        before = schedule.members(group - 1) if group else None
-        context = symbols[:, before] if group else None
-        weights = prior.weights(prior.group_step(context, before, cells, tile_cols, cache))  # (count, m, V)
-        for stream, decoder in enumerate(decoders):
-            own = slice(stream * tiles, (stream + 1) * tiles)
-            probabilities = weights[own].transpose(1, 0, 2).reshape(len(cells) * tiles, -1)  # cell-major, as coded
-            decoded = decoder.decode(FAMILY, probabilities)
-            symbols[own, cells] = decoded.reshape(len(cells), tiles).T
-    _place(grids, chunk, symbols)
 
 
 def _place(grids: list[torch.Tensor], chunk: list[Tile], symbols: np.ndarray) -> None:

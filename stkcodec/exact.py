@@ -27,12 +27,16 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
+import constriction
 import numpy as np
 import torch
 
-from .prior import GroupPrior, Prior
 from .schedule import plan
+
+if TYPE_CHECKING:  # prior.py builds its twins from here (`TokenPrior.exact`): no import back at run time
+    from .prior import GroupPrior, TokenPrior
 
 FRAC_BITS = 12  # activations in units of 1/4096
 WEIGHT_BITS = 15  # |integer weight| <= 2**15 - 1 per output channel
@@ -41,6 +45,7 @@ ATTENTION_BITS = 16  # attention weights are integers <= 2**16
 PROBABILITY_BITS = 40  # token weights handed to the range coder are integers <= 2**40
 LOG2_E = 1.4426950408889634  # the float64 nearest log2(e), spelled out so no libm is involved
 NEG_LARGE = -(2.0**50)  # a masked score: its weight underflows to exactly 0
+FAMILY = constriction.stream.model.Categorical(perfect=False)  # how the range coder reads token weights
 
 
 def _exp2_fraction_table() -> np.ndarray:
@@ -132,14 +137,13 @@ class ExactCache:
         self.length = 0
 
 
-class ExactPrior:
-    """Integer-valued twin of a `Prior`, in float64 NumPy arrays.
+class ExactTokenPrior:
+    """What the integer twins of both kinds of prior share, in float64 NumPy arrays: the
+    embeddings, the blocks and the head; `weights` turns integer logits (units 2**-FRAC_BITS)
+    into what the range coder reads. Each kind owns its coding order: `logits` and
+    `coding_logits` (the encoder's, teacher-forced), `symbol_order`, and `decode_chunk`."""
 
-    `logits` (teacher-forced, the encoder) and `step` (KV cache, the decoder) return integer
-    logits in units of 2**-FRAC_BITS; `weights` turns them into what the range coder reads.
-    """
-
-    def __init__(self, prior: Prior) -> None:
+    def __init__(self, prior: TokenPrior) -> None:
         config = prior.config
         self.config = config
         one = float(2**FRAC_BITS)
@@ -216,6 +220,27 @@ class ExactPrior:
             cache.length += x.shape[1] if keys is None else keys
         return self.head(self.norm(x if first else x[:, readout]))
 
+    def new_cache(self, batch: int, length: int) -> ExactCache:
+        head_dim = self.config.d_model // self.n_heads
+        return ExactCache(len(self.layers), (batch, self.n_heads, length, head_dim))
+
+    def weights(self, logits: np.ndarray) -> np.ndarray:
+        """Integer logits (..., vocab) -> unnormalised integer token weights (float64), what the
+        range coder reads. Exactly reproducible: see the module docstring."""
+        exponents = to_exponents(logits, self.logit_scale)
+        return exp2_weights(exponents.max(-1, keepdims=True) - exponents, PROBABILITY_BITS)
+
+    def decode_chunk(self, decoders: list, tiles: int, rows: int, cols: int) -> np.ndarray:
+        """The symbols of a chunk of `tiles` tiles of rows×cols for each stream (one decoder
+        each): (streams*tiles, rows*cols), raster order per tile."""
+        raise NotImplementedError
+
+
+class ExactPrior(ExactTokenPrior):
+    """Integer-valued twin of a raster `Prior`: `logits` (teacher-forced, the encoder) and
+    `step` (KV cache, the decoder) give the same integers; a decoder takes one token of every
+    tile of a chunk per step."""
+
     def logits(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
         """Teacher-forced integer logits (B, h*w, vocab) of token grids (B, h, w)."""
         tokens = np.asarray(tokens, dtype=np.int64)
@@ -232,26 +257,30 @@ class ExactPrior:
         """The integer logits (B, h*w, vocab) an encoder codes with: the teacher-forced pass."""
         return self.logits(tokens)
 
-    def new_cache(self, batch: int, length: int) -> ExactCache:
-        head_dim = self.config.d_model // self.n_heads
-        return ExactCache(len(self.layers), (batch, self.n_heads, length, head_dim))
-
     def step(self, previous: torch.Tensor | np.ndarray, position: int, cols: int, cache: ExactCache) -> np.ndarray:
         """Integer logits (B, vocab) for raster `position` given previous tokens (B,)."""
         previous = np.asarray(previous, dtype=np.int64)
         x = self._embed(previous[:, None], np.array([position]), cols)
         return self._run(x, cache)[:, 0]
 
-    def weights(self, logits: np.ndarray) -> np.ndarray:
-        """Integer logits (..., vocab) -> unnormalised integer token weights (float64), what the
-        range coder reads. Exactly reproducible: see the module docstring."""
-        exponents = to_exponents(logits, self.logit_scale)
-        return exp2_weights(exponents.max(-1, keepdims=True) - exponents, PROBABILITY_BITS)
+    def decode_chunk(self, decoders: list, tiles: int, rows: int, cols: int) -> np.ndarray:
+        count = len(decoders) * tiles
+        length = rows * cols
+        cache = self.new_cache(count, length)
+        previous = np.full(count, self.start_token, dtype=np.int64)
+        symbols = np.empty((count, length), dtype=np.int64)
+        for position in range(length):
+            weights = self.weights(self.step(previous, position, cols, cache))  # (count, V)
+            for slot in range(count):
+                symbols[slot, position] = decoders[slot // tiles].decode(FAMILY, weights[slot : slot + 1])[0]
+            previous = symbols[:, position]
+        return symbols
 
 
-class ExactGroupPrior(ExactPrior):
+class ExactGroupPrior(ExactTokenPrior):
     """Integer-valued twin of a `GroupPrior`: `logits` (teacher-forced, the encoder) and
-    `group_step` (one group per call with the KV cache, the decoder) give the same integers."""
+    `group_step` (one group per call with the KV cache, the decoder) give the same integers;
+    a decoder takes one group of every tile of a chunk per step, each stream's symbols in one call."""
 
     def __init__(self, prior: GroupPrior) -> None:
         super().__init__(prior)
@@ -307,6 +336,23 @@ class ExactGroupPrior(ExactPrior):
         return self._run(x, cache, keys=entries.shape[1], readout=slice(entries.shape[1], None))
 
 
-def exact_prior(prior: Prior) -> ExactPrior:
-    """The exact twin of a float prior of either kind."""
-    return ExactGroupPrior(prior) if isinstance(prior, GroupPrior) else ExactPrior(prior)
+    def decode_chunk(self, decoders: list, tiles: int, rows: int, cols: int) -> np.ndarray:
+        count = len(decoders) * tiles
+        schedule = plan(self.schedule, rows, cols)
+        cache = self.new_cache(count, 1 + rows * cols)
+        symbols = np.empty((count, rows * cols), dtype=np.int64)
+        for group in range(schedule.count):
+            cells = schedule.members(group)
+            before = schedule.members(group - 1) if group else None
+            context = symbols[:, before] if group else None
+            weights = self.weights(self.group_step(context, before, cells, cols, cache))  # (count, m, V)
+            for stream, decoder in enumerate(decoders):
+                own = slice(stream * tiles, (stream + 1) * tiles)
+                probabilities = weights[own].transpose(1, 0, 2).reshape(len(cells) * tiles, -1)  # cell-major, as coded
+                symbols[own, cells] = decoder.decode(FAMILY, probabilities).reshape(len(cells), tiles).T
+        return symbols
+
+
+def exact_prior(prior: TokenPrior) -> ExactTokenPrior:
+    """The exact twin of a float prior of either kind (its own `exact()`)."""
+    return prior.exact()

@@ -103,13 +103,17 @@ class Block(nn.Module):
         return x + self.down(F.relu(self.up(self.norm2(x))))
 
 
-class Prior(nn.Module, ModelFile):
+class TokenPrior(nn.Module, ModelFile):
+    """What both coding orders share: embeddings of tokens, rows and columns, the blocks and
+    the head. `Prior` (raster) and `GroupPrior` are its two kinds, siblings: each owns its
+    forward pass, its sampling and its exact twin (`exact()`), which owns its coding of a chunk."""
+
     kind = "prior"
     config_class = PriorConfig
 
     @classmethod
-    def build(cls, config: PriorConfig) -> "Prior":
-        """A "prior" file holds either class: the one its schedule names."""
+    def build(cls, config: PriorConfig) -> "TokenPrior":
+        """A "prior" file holds either kind: the one its schedule names."""
         return build_prior(config)
 
     def __init__(self, config: PriorConfig) -> None:
@@ -139,16 +143,32 @@ class Prior(nn.Module, ModelFile):
         if rows > self.config.max_rows or cols > self.config.max_cols:
             raise ValueError(f"grid {rows}x{cols} exceeds the prior's {self.config.max_rows}x{self.config.max_cols}")
 
+    def embed(self, inputs: torch.Tensor, positions: torch.Tensor, cols: int) -> torch.Tensor:
+        """inputs (B, T) token ids, positions (T,) raster indices of the predicted cells -> (B, T, d)."""
+        rows_of, cols_of = torch.div(positions, cols, rounding_mode="floor"), positions % cols
+        return self.token_embedding(inputs) + self.row_embedding(rows_of) + self.col_embedding(cols_of)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.n_layers)
+
+    def exact(self):
+        """The integer twin (exact.py) that codes with this prior's probabilities."""
+        raise NotImplementedError
+
+
+class Prior(TokenPrior):
+    """The raster prior: token i of a tile from tokens < i, one token per decoding step."""
+
+    def exact(self):
+        from .exact import ExactPrior  # exact.py builds on this module
+
+        return ExactPrior(self)
+
     def shifted_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, h, w) grid -> (B, h*w) inputs: the start token, then every token but the last."""
         flat = tokens.flatten(1)
         start = torch.full_like(flat[:, :1], self.start_token)
         return torch.cat([start, flat[:, :-1]], dim=1)
-
-    def embed(self, inputs: torch.Tensor, positions: torch.Tensor, cols: int) -> torch.Tensor:
-        """inputs (B, T) token ids, positions (T,) raster indices of the predicted cells -> (B, T, d)."""
-        rows_of, cols_of = torch.div(positions, cols, rounding_mode="floor"), positions % cols
-        return self.token_embedding(inputs) + self.row_embedding(rows_of) + self.col_embedding(cols_of)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, h*w, vocab): entry i predicts token i from tokens < i."""
@@ -159,9 +179,6 @@ class Prior(nn.Module, ModelFile):
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))
-
-    def new_cache(self) -> KVCache:
-        return KVCache(self.config.n_layers)
 
     def step(self, previous: torch.Tensor, position: int, cols: int, cache: KVCache) -> torch.Tensor:
         """One incremental step: previous tokens (B,) (start token at 0) -> logits (B, vocab)
@@ -194,7 +211,7 @@ class Prior(nn.Module, ModelFile):
         return tokens.view(count, rows, cols)
 
 
-class GroupPrior(Prior):
+class GroupPrior(TokenPrior):
     """Predicts a tile's tokens group by group, in the fixed schedule `config.schedule`.
 
     Two kinds of entries share the blocks. A context entry holds a known token (its embedding
@@ -210,6 +227,11 @@ class GroupPrior(Prior):
         super().__init__(config)
         plan(config.schedule, 1, 1)  # refuses a malformed schedule here, not at the first grid
         self.query = nn.Parameter(0.02 * torch.randn(config.d_model))
+
+    def exact(self):
+        from .exact import ExactGroupPrior  # exact.py builds on this module
+
+        return ExactGroupPrior(self)
 
     def _start(self, batch: int) -> torch.Tensor:
         return self.token_embedding.weight[self.start_token].expand(batch, 1, -1)  # (B, 1, d)
@@ -266,6 +288,6 @@ class GroupPrior(Prior):
         return tokens.view(count, rows, cols)
 
 
-def build_prior(config: PriorConfig) -> Prior:
+def build_prior(config: PriorConfig) -> TokenPrior:
     """The prior class that `config.schedule` names."""
     return Prior(config) if config.schedule == RASTER else GroupPrior(config)
