@@ -12,9 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
@@ -160,15 +158,3 @@ class Tokenizer(nn.Module, ModelFile):
         if size is not None:
             images = images[..., : size[0], : size[1]]
         return images
-
-
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, H, W) float32 in [0, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
-
-
-def tensor_to_pil(image: torch.Tensor) -> Image.Image:
-    """(3, H, W) float in [0, 1] -> RGB PIL image, rounded to the nearest 8-bit level."""
-    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array, "RGB")

@@ -203,6 +203,7 @@ def test_quiet_and_verbose_work_after_the_subcommand(runner, workdir, tiny_model
     assert re.search(r"seconds: load [\d.]+, read [\d.]+, code [\d.]+, write [\d.]+", result.stderr)
 
 
+@pytest.mark.slow
 def test_verbose_in_a_real_process_has_no_pillow_dump_and_a_full_disk_is_one_line(workdir, tiny_model_dir):
     exif = Image.Exif()
     exif[0x010F] = "kart cam"  # Make: Pillow logs each EXIF tag at DEBUG
@@ -241,6 +242,7 @@ def test_info_says_not_a_shipped_model(runner, workdir, tiny_model_dir):
     assert json.loads(invoke(runner, ["info", "kart.stkc", "--json"]).stdout)["shipped_model"] is None
 
 
+@pytest.mark.slow
 def test_info_does_not_import_torch(workdir, tiny_model_dir, runner):
     invoke(runner, ["compress", "kart.png", "--model", tiny_model_dir])
     script = ("import sys\nfrom click.testing import CliRunner\nfrom stkcodec.cli import main\n"

@@ -114,7 +114,7 @@ def test_exif_orientation_is_applied():
 def test_other_model_is_refused(codec):
     data = codec.compress(make_image(20, 20))
     other = Codec(CodecModel(*tiny_models(seed=1)))
-    with pytest.raises(ModelMismatchError):
+    with pytest.raises(ModelMismatchError, match="unknown model"):
         other.decompress(data)
 
 
@@ -128,7 +128,7 @@ def test_header_claiming_huge_image_is_refused_before_allocating(codec):
 def test_truncation_at_every_byte_is_a_clean_error(codec):
     data = codec.compress(make_image(30, 20))
     for length in range(len(data)):
-        with pytest.raises(BadInputError):
+        with pytest.raises(BadInputError, match=r"^input: [a-z]"):  # one line that names the file
             codec.decompress(data[:length])
 
 
@@ -243,12 +243,12 @@ def test_default_codec_decodes_files_of_every_shipped_model(tmp_path, monkeypatc
         decoded = default.decompress_many([old_file, new_file, old_file])
         assert decoded[0].tobytes() == Codec("old").decompress(old_file).tobytes() == decoded[2].tobytes()
         assert decoded[1].tobytes() == Codec("new").decompress(new_file).tobytes()
-        with pytest.raises(ModelMismatchError):  # one named model decodes its own files only
+        with pytest.raises(ModelMismatchError, match="made by shipped model old"):  # a named model decodes its own files only
             Codec("new").decompress(old_file)
         index["models"]["new"] = "00000000"
         (tmp_path / "index.json").write_text(json.dumps(index))
         zoo.shipped.cache_clear()
-        with pytest.raises(ModelMismatchError):  # weights that are not what the index says
+        with pytest.raises(ModelMismatchError, match="00000000"):  # weights that are not what the index says
             Codec("new")
     finally:
         zoo.shipped.cache_clear()
@@ -290,3 +290,40 @@ def test_errors_collect_codes_the_good_images_and_names_the_bad(tiny_codec_model
     assert decoded[0].size == (150, 100) and decoded[2].size == (40, 30)
     with pytest.raises(ValueError, match="collect"):
         codec.decompress_many([results[0]], errors="ignore")
+
+
+def test_a_codec_model_refuses_parts_that_were_not_made_together():
+    """CodecModel's refusals: a prior of another vocabulary, a prior or an enhancement layer
+    trained over another tokenizer, an enhancement layer of another patch size."""
+    import types
+
+    from stkcodec.enhancer import Enhancer
+    from stkcodec.errors import ModelMismatchError
+    from stkcodec.prior import PriorConfig, build_prior
+
+    from .conftest import TINY_ENHANCER, TINY_PRIOR, tiny_enhancer
+
+    tokenizer, prior = tiny_models()
+    with pytest.raises(ModelMismatchError, match="prior predicts 32 symbols, tokenizer makes 64"):
+        CodecModel(tokenizer, build_prior(PriorConfig(**{**TINY_PRIOR.__dict__, "vocab_size": 32})))
+    elsewhere = {"train": {"tokenizer_id": "f" * 64}}
+    prior.provenance = types.MappingProxyType(elsewhere)
+    with pytest.raises(ModelMismatchError, match="prior was trained on tokens of tokenizer ffffffffffff"):
+        CodecModel(tokenizer, prior)
+    _, prior = tiny_models()
+    enhancer = tiny_enhancer()
+    enhancer.provenance = types.MappingProxyType(elsewhere)
+    with pytest.raises(ModelMismatchError, match="enhancement layer was trained over tokenizer ffffffffffff"):
+        CodecModel(tokenizer, prior, enhancer)
+    with pytest.raises(ModelMismatchError, match="enhancement layer of patch 4"):
+        CodecModel(tokenizer, prior, Enhancer(dataclasses.replace(TINY_ENHANCER, patch_size=4)))
+
+
+def test_compress_many_checks_every_size_before_coding(tiny_codec_model):
+    from stkcodec.errors import BadInputError
+
+    codec = Codec(tiny_codec_model)
+    for image, why in ((Image.new("RGB", (65536, 1)), "has a side over 65535 pixels"),
+                       (Image.new("RGB", (0, 5)), "empty image")):
+        with pytest.raises(BadInputError, match=f"^wide: .*{why}|^wide: {why}"):
+            codec.compress_many([make_image(10, 10), image], names=["fine", "wide"])

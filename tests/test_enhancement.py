@@ -200,7 +200,7 @@ def test_targets_pick_levels_per_image(codec, frames):
         level = bitstream.parse(data)[0].quality
         reaching = [q for q in range(1, 5) if psnrs[q][k] >= target]
         assert level == (min(reaching) if reaching else 4)
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match="not both"):
         codec.compress(frames[0], target_bytes=100, target_psnr=30)
 
 
@@ -229,7 +229,7 @@ def test_enhancement_segment_validation(codec, frames):
         bitstream.parse(data + b"\0" * 4)
     wrong_level = bytearray(data)
     wrong_level[header.base_bytes + 3] = 9  # a level the model does not have (and a bad checksum)
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match="quality level 9|checksum"):
         codec.decompress(bytes(wrong_level))
     other = codec.compress(frames[1], quality=2)  # another file's segment after this base
     spliced = data[: header.base_bytes] + other[bitstream.parse(other)[0].base_bytes :]

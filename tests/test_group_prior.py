@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from stkcodec import bitstream
 from stkcodec.checkpoint import ModelFile, model_payload
 from stkcodec.codec import Codec
 from stkcodec.coder import decode_grids, encode_grids
@@ -47,11 +48,20 @@ def test_plan_orders_every_cell_once_by_group(shape):
         assert len(tile.members(group)) > 0 and np.all(np.diff(tile.members(group)) > 0)  # raster inside a group
 
 
-@pytest.mark.parametrize("schedule", ["bayer8:", "bayer8:2,1", "bayer8:0,4", "bayer8:x", "zigzag:1",
-                                      "bayer8:" + ",".join(map(str, range(1, 17)))])
-def test_malformed_schedules_are_refused(schedule):
-    with pytest.raises(ValueError):
-        parse_boundaries(schedule) if schedule != "bayer8:" else GroupPrior(PriorConfig(schedule="bayer8:64"))
+@pytest.mark.parametrize(("schedule", "why"), [
+    ("bayer8:2,1", "rise strictly"), ("bayer8:0,4", "rise strictly"), ("bayer8:64", "rise strictly"),
+    ("bayer8:x", "integers"), ("zigzag:1", "bayer8"), ("bayer8:" + ",".join(map(str, range(1, 17))), "groups")])
+def test_malformed_schedules_are_refused(schedule, why):
+    with pytest.raises(ValueError, match=why):
+        parse_boundaries(schedule)
+    with pytest.raises(ValueError, match=why):
+        GroupPrior(PriorConfig(schedule=schedule))
+
+
+def test_a_schedule_without_boundaries_is_one_group():
+    """"bayer8:" is no mistake: every cell in one group, predicted from the start entry alone."""
+    assert parse_boundaries("bayer8:") == ()
+    assert plan("bayer8:", 4, 5).count == 1 and len(plan("bayer8:", 4, 5).members(0)) == 20
 
 
 def test_a_groups_predictions_read_only_earlier_groups():
@@ -126,7 +136,9 @@ def test_codec_with_a_group_prior_round_trips_and_differs_from_raster():
     group_codec = Codec(CodecModel(tokenizer, tiny_group_prior()))
     images = [make_image(31, 17, seed=s) for s in range(3)] + [make_image(12, 40)]
     files = group_codec.compress_many(images)
-    assert [f[4:8] for f in files] != [Codec(CodecModel(tokenizer, raster)).compress(images[0])[4:8]]
+    raster_file = Codec(CodecModel(tokenizer, raster)).compress(images[0])
+    assert files[0][4:8] != raster_file[4:8]  # another model id
+    assert files[0][bitstream.HEADER_SIZE :] != raster_file[bitstream.HEADER_SIZE :]  # the same tokens, coded otherwise
     decoded = group_codec.decompress_many(files)
     expected = [group_codec.decompress(f) for f in files]
     assert [d.tobytes() for d in decoded] == [e.tobytes() for e in expected]

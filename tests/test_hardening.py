@@ -35,7 +35,7 @@ def test_malicious_checkpoint_runs_nothing(tmp_path):
         load_model(path)
     assert not marker.exists()
     path.write_bytes(pickle.dumps(Payload(str(marker))))
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match="not a file stkc can load"):
         load_model(path)
     assert not marker.exists()
 
@@ -56,7 +56,7 @@ def test_wrong_kind_and_garbage_model_files(tmp_path):
     with pytest.raises(ModelMismatchError, match="expected a 'prior'"):
         load_model(tmp_path / "tokenizer.pt", kind="prior")
     (tmp_path / "junk.pt").write_bytes(b"\x00" * 100)
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match="junk.pt: not a file stkc can load"):
         load_model(tmp_path / "junk.pt")
     with pytest.raises(BadInputError, match="no such file"):
         load_model(tmp_path / "absent.pt")

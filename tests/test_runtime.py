@@ -21,6 +21,7 @@ def test_thread_count_follows_affinity_or_the_environment(monkeypatch):
             runtime.thread_count()
 
 
+@pytest.mark.slow
 def test_the_cli_sets_threads_before_torch_starts():
     code = ("import os, sys; from stkcodec.cli import main\n"
             "sys.argv = ['stkc', 'decompress', '--help']\n"
@@ -33,6 +34,7 @@ def test_the_cli_sets_threads_before_torch_starts():
     assert out == ["1", "PASSIVE"]
 
 
+@pytest.mark.slow
 def test_importing_the_library_leaves_the_host_program_s_threads_alone():
     code = "import os, stkcodec, stkcodec.codec; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}

@@ -72,7 +72,7 @@ def test_save_load_gives_identical_outputs(tmp_path):
 
 
 def test_config_is_frozen_and_keyword_only():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="positional"):
         TokenizerConfig(5)  # type: ignore[misc]
     config = TokenizerConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -142,5 +142,5 @@ def test_a_decoder_cannot_grow_from_another_shape(change):
 
     small, _ = tiny_models()
     other = Tokenizer(dataclasses.replace(TINY_TOKENIZER, **change))
-    with pytest.raises(ModelMismatchError):
+    with pytest.raises(ModelMismatchError, match="the decoder to start from has"):
         start_decoder_from(other, small)
