@@ -89,7 +89,8 @@ def chosen_options(ctx: click.Context, resuming: bool) -> dict:
 
 def make_train_config(ctx: click.Context, resumed, chosen: dict, **fixed):
     """The run's options: the checkpoint's (when resumed), overridden by those given."""
-    from .train import TrainConfig, check_output, settle
+    from .cli_resume import settle
+    from .train import TrainConfig, check_output
 
     run_config, _ = settle(TrainConfig, resumed.run if resumed else None, {**chosen, **fixed})
     if resumed and "output" not in resumed.run and "output" not in chosen:
@@ -182,7 +183,7 @@ def train_tokenizer(ctx: click.Context, **options) -> None:
     from .finetune import encoder_modules, keep_encoder_of, same_encoder_provenance, start_decoder_from
     from .objectives import TokenizerLoss, TokenizerObjective
     from .tokenizer import Tokenizer, TokenizerConfig
-    from .train import Resumed, settle
+    from .cli_resume import Resumed, settle
     from .train import train as run
 
     if options["decoder_only"] and not options["resume"]:
@@ -246,7 +247,7 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
     from .finetune import start_weights
     from .objectives import PriorObjective
     from .prior import PriorConfig
-    from .train import Resumed, settle
+    from .cli_resume import Resumed, settle
     from .train import train as run
 
     resumed = Resumed.read(options["resume"], "prior") if options["resume"] else None
@@ -313,7 +314,7 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, tokenizer_
     from .enhancer import Enhancer, EnhancerConfig
     from .objectives import EnhancerLoss, EnhancerObjective
     from .progress import make_progress
-    from .train import Resumed, settle
+    from .cli_resume import Resumed, settle
     from .train import train as run
     from .zoo import model_file, resolve
 

@@ -127,6 +127,13 @@ class PriorObjective:
     """Cross-entropy of each token given the ones before it (its cost in nats)."""
 
     best = ("valid_bits_per_token", -1)  # the validation figure that picks best.pt, and its sign (lower is better)
+    config = None  # no loss settings
+
+    def prepare(self, model: nn.Module, train_data, **_) -> None:
+        """Nothing to prepare."""
+
+    def state_dict(self) -> None:
+        return None
 
     def loss(self, model: nn.Module, tokens: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict]:
         logits = model(tokens)  # (B, h*w, vocab)
@@ -167,6 +174,9 @@ class EnhancerObjective:
         self.config = config
         self.adopted = adopted
         self.lambdas = torch.tensor(config.lambdas, dtype=torch.float32)
+
+    def state_dict(self) -> None:
+        return None
 
     def prepare(self, model: nn.Module, train_data, *, saved: dict | None, resumed: bool, **_) -> None:
         if len(self.config.lambdas) != model.config.levels:

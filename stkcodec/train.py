@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -55,47 +55,6 @@ class TrainConfig:
 
 # What a run's recipe does not carry over to the run that resumes it.
 NOT_RESUMED = ("resume", "quiet")
-
-
-def settle(config_class: type, saved: Mapping[str, Any] | None, given: Mapping[str, Any], *,
-           fixed: bool = False, what: str = "") -> tuple[Any, list[str]]:
-    """A config from a resumed run's saved one (None: a new run, the class's defaults) and the
-    options given on the command line, which override it. Returns (config, the fields that
-    changed). With `fixed` (a model's shape) a change is refused."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    base = {k: v for k, v in (saved or {}).items() if k in names}
-    given = {k: v for k, v in given.items() if k in names}
-    changed = sorted(k for k, v in given.items() if saved is not None and k in base and base[k] != v)
-    if fixed and changed:
-        raise ModelMismatchError(f"{what}: its model config differs from the one asked for ({', '.join(changed)})")
-    merged = {**base, **given}
-    if "frozen" in merged:
-        merged["frozen"] = tuple(merged["frozen"])
-    return config_class(**merged), changed
-
-
-@dataclass(frozen=True)
-class Resumed:
-    """What a checkpoint (or model file) to resume says: the model's shape, its loss settings,
-    the run's options and where its data came from. Given options override all but the shape."""
-
-    path: str
-    state: dict
-    architecture: dict
-    loss: dict | None
-    run: dict
-
-    @classmethod
-    def read(cls, path: str, kind: str) -> "Resumed":
-        state = read_checkpoint(path, kind=kind)
-        architecture, legacy_recipe = split_config(kind, state["config"])
-        recipe = (state.get("provenance") or {}).get("recipe") or {}
-        run = {k: v for k, v in (recipe.get("run") or {}).items() if k not in NOT_RESUMED}
-        return cls(str(path), state, architecture, recipe.get("loss") or legacy_recipe or None, run)
-
-    def data(self, split: str, key: str) -> Any:
-        """What the provenance says of a split ("train", "valid"): its folder, tokens file..."""
-        return ((self.state.get("provenance") or {}).get(split) or {}).get(key)
 
 
 def check_output(path: str | Path, *, force: bool) -> None:
@@ -245,8 +204,126 @@ def progress_note(step: int, elapsed_s: float, config: TrainConfig) -> str:
     return f"step {step}, {clock(elapsed_s)} elapsed, {clock(total - elapsed_s)} left"
 
 
-def train(model: nn.Module, objective, train_data, valid_data, config: TrainConfig, *, state: dict | None = None,
-          provenance: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None) -> dict:
+class Objective(Protocol):
+    """What `train` asks of a training objective (objectives.py holds the three kinds')."""
+
+    config: Any  # its loss settings (a dataclass, kept in the recipe), or None
+    best: tuple[str, int]  # the validation figure that picks best.pt, and its sign (1: higher is better)
+
+    def prepare(self, model: nn.Module, train_data, *, saved: dict | None, resumed: bool,
+                frozen: tuple[str, ...], generator: torch.Generator, log: Callable[[str], None],
+                track: Callable[[str, int], Callable[[], None]]) -> None: ...
+
+    def loss(self, model: nn.Module, batch, step: int) -> tuple[torch.Tensor, dict]: ...
+
+    def evaluate(self, model: nn.Module, data, *, device: torch.device, limit: int | None) -> dict: ...
+
+    def state_dict(self) -> dict | None: ...
+
+
+class _Run:
+    """One training run's state: the model and its optimiser, where the run stands, and where
+    it writes. `restore`, `step` and `save` are its parts; `train` drives them."""
+
+    def __init__(self, model: nn.Module, objective: Objective, config: TrainConfig, provenance: dict,
+                 device: torch.device, dist: Distributed) -> None:
+        self.model, self.objective, self.config, self.provenance = model, objective, config, provenance
+        self.device, self.dist = device, dist
+        self.generator = torch.Generator().manual_seed(config.seed * 1000 + dist.rank)
+        self.trained = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.trained, config)
+        self.step_count, self.elapsed_s, self.metrics, self.best_score = 0, 0.0, {}, -math.inf
+        self.run_dir: Path | None = None
+
+    def restore(self, state: dict, log: Callable[[str], None]) -> bool:
+        """Weights from a checkpoint or model file, and from a checkpoint the optimiser, the batch
+        generator and the best score too. Returns whether it was a checkpoint (the run goes on)."""
+        model, config = self.model, self.config
+        architecture, _ = split_config(model.kind, state["config"])
+        if architecture != dataclasses.asdict(model.config):
+            raise ModelMismatchError(f"{config.resume}: its model config differs from the model's")
+        model.load_state_dict(state["state_dict"])
+        checkpoint = "optimizer" in state  # not just a model file
+        if checkpoint:
+            if len(state["optimizer"]["param_groups"]) != len(self.optimizer.param_groups):
+                # a run started before decay was split by shape goes on as it began: one group
+                self.optimizer = torch.optim.AdamW(self.trained, lr=config.lr, weight_decay=config.weight_decay,
+                                                   betas=(0.9, 0.99))
+            self.optimizer.load_state_dict(state["optimizer"])
+            rng = state["rng"]
+            self.generator.set_state(rng[self.dist.rank] if self.dist.rank < len(rng) else rng[0])
+            self.best_score = float(state.get("best_score", -math.inf))
+        self.step_count, self.elapsed_s = int(state.get("step", 0)), float(state.get("elapsed_s", 0.0))
+        self.metrics = dict(state.get("metrics", {}))
+        log(f"resuming {config.resume} at step {self.step_count}")
+        return checkpoint
+
+    def set_mode(self, training: bool) -> None:
+        self.model.train(training)
+        for name in self.config.frozen:
+            self.model.get_submodule(name).eval()
+
+    def evaluate(self, valid_data) -> dict:
+        if valid_data is None:
+            return {}
+        self.set_mode(False)
+        with torch.no_grad():
+            result = self.objective.evaluate(self.model, valid_data, device=self.device, limit=self.config.valid_limit)
+        self.set_mode(True)
+        return result
+
+    def step(self, net: nn.Module, batch) -> dict:
+        """One optimiser step on `batch`, at the learning rate of where the run stands: its metrics."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, self.step_count, self.elapsed_s)
+        loss, batch_metrics = self.objective.loss(net, batch, self.step_count)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.step_count += 1
+        return batch_metrics
+
+    def _gather_rng(self) -> list[torch.Tensor]:
+        mine = self.generator.get_state()
+        if not self.dist.enabled:
+            return [mine]
+        states = [torch.empty_like(mine) for _ in range(self.dist.world)]
+        torch.distributed.all_gather_object(states, mine)
+        return states
+
+    def save(self, *, final: bool) -> Path:
+        """checkpoint.pt (and best.pt when validation improved; with `final`, the model file)."""
+        rng = self._gather_rng()
+        checkpoint = self.run_dir / "checkpoint.pt"
+        if not self.dist.main:
+            return checkpoint
+        model = self.model
+        record = {"step": self.step_count, "metrics": self.metrics, "provenance": self.provenance}
+        name, sign = self.objective.best
+        if name in self.metrics and sign * self.metrics[name] > self.best_score:  # the best validation so far, kept apart
+            self.best_score = sign * self.metrics[name]
+            atomic_save(model_payload(model, half=True, **record), self.run_dir / "best.pt")
+        objective_state = self.objective.state_dict()
+        atomic_save({**model_payload(model, **record), "optimizer": self.optimizer.state_dict(), "rng": rng,
+                     "elapsed_s": self.elapsed_s, "best_score": self.best_score,
+                     **({"objective": objective_state} if objective_state is not None else {})}, checkpoint)
+        if final:  # the model file: float16 weights, no training state
+            atomic_save(model_payload(model, half=True, **record), self.config.output)
+        return checkpoint
+
+    def stop_requested(self, stop: StopRequest) -> bool:
+        asked = stop.received is not None
+        if not self.dist.enabled:
+            return asked
+        flag = torch.tensor([float(asked)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+def train(model: nn.Module, objective: Objective, train_data, valid_data, config: TrainConfig, *,
+          state: dict | None = None, provenance: Mapping[str, Any] | None = None,
+          log: Callable[[str], None] | None = None) -> dict:
     """Train `model` on `objective` until `config.steps` or `config.minutes` runs out.
 
     `state` is the checkpoint `config.resume` names (read here when not given); a checkpoint
@@ -261,97 +338,25 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
     dist = Distributed(device)
     torch.set_flush_denormal(True)  # denormal weights and gradients slow CPU training several-fold
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed * 1000 + dist.rank)
     model.to(device)
     for name in config.frozen:  # kept as they are: no gradient, and eval mode below
         model.get_submodule(name).requires_grad_(False)
-    trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(trained, config)
-    step, elapsed_s, metrics, best_score = 0, 0.0, {}, -math.inf
-    objective_config = getattr(objective, "config", None)
     recipe = {"run": {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_RESUMED},
-              "loss": dataclasses.asdict(objective_config) if objective_config is not None else None}
-    provenance = {"train": train_data.describe(), "valid": valid_data.describe() if valid_data else None,
-                  **(provenance or {}), "recipe": recipe}
-
+              "loss": dataclasses.asdict(objective.config) if objective.config is not None else None}
+    run = _Run(model, objective, config, {"train": train_data.describe(),
+                                          "valid": valid_data.describe() if valid_data else None,
+                                          **(provenance or {}), "recipe": recipe}, device, dist)
     if config.resume and state is None:
         state = read_checkpoint(config.resume, kind=model.kind)
-    resumed_checkpoint = state is not None and "optimizer" in state  # not just a model file
-    if state is not None:
-        architecture, _ = split_config(model.kind, state["config"])
-        if architecture != dataclasses.asdict(model.config):
-            raise ModelMismatchError(f"{config.resume}: its model config differs from the model's")
-        model.load_state_dict(state["state_dict"])
-        if resumed_checkpoint:
-            if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
-                # a run started before decay was split by shape goes on as it began: one group
-                optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay,
-                                              betas=(0.9, 0.99))
-            optimizer.load_state_dict(state["optimizer"])
-            rng = state["rng"]
-            generator.set_state(rng[dist.rank] if dist.rank < len(rng) else rng[0])
-            best_score = float(state.get("best_score", -math.inf))
-        step, elapsed_s = int(state.get("step", 0)), float(state.get("elapsed_s", 0.0))
-        metrics = dict(state.get("metrics", {}))
-        log(f"resuming {config.resume} at step {step}")
-
+    resumed_checkpoint = run.restore(state, log) if state is not None else False
     if resumed_checkpoint:  # the same run goes on: its folder, its metrics.jsonl
-        run_dir = Path(config.resume).parent
+        run.run_dir = Path(config.resume).parent
     else:
-        run_dir = Path(config.checkpoint_dir) / f"{datetime.now():%Y%m%d-%H%M%S}-{model.kind}"
+        run.run_dir = Path(config.checkpoint_dir) / f"{datetime.now():%Y%m%d-%H%M%S}-{model.kind}"
     if dist.main:
-        make_writable_folder(run_dir)
-    metrics_log = MetricsLog(run_dir, dist.main, resumed_step=step if resumed_checkpoint else None)
+        make_writable_folder(run.run_dir)
+    metrics_log = MetricsLog(run.run_dir, dist.main, resumed_step=run.step_count if resumed_checkpoint else None)
     net = dist.wrap(model, device)
-
-    def gather_rng() -> list[torch.Tensor]:
-        mine = generator.get_state()
-        if not dist.enabled:
-            return [mine]
-        states = [torch.empty_like(mine) for _ in range(dist.world)]
-        torch.distributed.all_gather_object(states, mine)
-        return states
-
-    def set_mode(training: bool) -> None:
-        model.train(training)
-        for name in config.frozen:
-            model.get_submodule(name).eval()
-
-    def evaluate() -> dict:
-        if valid_data is None:
-            return {}
-        set_mode(False)
-        with torch.no_grad():
-            result = objective.evaluate(model, valid_data, device=device, limit=config.valid_limit)
-        set_mode(True)
-        return result
-
-    def save(final: bool) -> Path:
-        nonlocal best_score
-        rng = gather_rng()
-        checkpoint = run_dir / "checkpoint.pt"
-        if not dist.main:
-            return checkpoint
-        record = {"step": step, "metrics": metrics, "provenance": provenance}
-        name, sign = getattr(objective, "best", (None, 1))
-        if name in metrics and sign * metrics[name] > best_score:  # the best validation so far, kept apart
-            best_score = sign * metrics[name]
-            atomic_save(model_payload(model, half=True, **record), run_dir / "best.pt")
-        objective_state = objective.state_dict() if hasattr(objective, "state_dict") else None
-        atomic_save({**model_payload(model, **record), "optimizer": optimizer.state_dict(), "rng": rng,
-                     "elapsed_s": elapsed_s, "best_score": best_score,
-                     **({"objective": objective_state} if objective_state is not None else {})}, checkpoint)
-        if final:  # the model file: float16 weights, no training state
-            atomic_save(model_payload(model, half=True, **record), config.output)
-        return checkpoint
-
-    def stop_requested() -> bool:
-        asked = stop.received is not None
-        if not dist.enabled:
-            return asked
-        flag = torch.tensor([float(asked)], device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
 
     progress = make_progress(disable=config.quiet or not dist.main)
     with StopRequest() as stop, progress:
@@ -359,62 +364,59 @@ def train(model: nn.Module, objective, train_data, valid_data, config: TrainConf
             task = progress.add_task(description, total=total, info="")
             return lambda: progress.advance(task)
 
-        if hasattr(objective, "prepare"):
-            objective.prepare(model, train_data, saved=state.get("objective") if resumed_checkpoint else None,
-                              resumed=state is not None, frozen=config.frozen,
-                              generator=torch.Generator().manual_seed(config.seed), log=log, track=track)
-        set_mode(True)
-        start = time.monotonic() - elapsed_s
+        objective.prepare(model, train_data, saved=state.get("objective") if resumed_checkpoint else None,
+                          resumed=state is not None, frozen=config.frozen,
+                          generator=torch.Generator().manual_seed(config.seed), log=log, track=track)
+        run.set_mode(True)
+        start = time.monotonic() - run.elapsed_s
         last_save = last_shown = time.monotonic()
         images_seen, window_start, shown = 0, time.monotonic(), {}
         by_time = not config.steps  # a run by minutes alone: the bar counts seconds
         task = progress.add_task(f"train {model.kind}",
                                  total=config.minutes * 60 if by_time else config.steps,
-                                 completed=elapsed_s if by_time else step, info="")
+                                 completed=run.elapsed_s if by_time else run.step_count, info="")
         while True:
-            elapsed_s = time.monotonic() - start
-            if (config.steps and step >= config.steps) or (config.minutes and elapsed_s >= config.minutes * 60):
+            run.elapsed_s = time.monotonic() - start
+            if ((config.steps and run.step_count >= config.steps)
+                    or (config.minutes and run.elapsed_s >= config.minutes * 60)):
                 break
-            if stop_requested():
-                metrics_log.write(step, "interrupted", {"elapsed_s": round(elapsed_s, 1)})
-                checkpoint = save(final=False)
+            if run.stop_requested(stop):
+                metrics_log.write(run.step_count, "interrupted", {"elapsed_s": round(run.elapsed_s, 1)})
+                checkpoint = run.save(final=False)
                 metrics_log.close()
                 if dist.main:
-                    log(f"interrupted at step {step}: checkpoint {checkpoint} "
+                    log(f"interrupted at step {run.step_count}: checkpoint {checkpoint} "
                         f"(`stkc train {model.kind} --resume {checkpoint}` continues)")
                 raise KeyboardInterrupt
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step, elapsed_s)
-            batch = train_data.sample(config.batch_size, generator, rank=dist.rank, world=dist.world).to(device)
-            loss, batch_metrics = objective.loss(net, batch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
+            batch = train_data.sample(config.batch_size, run.generator, rank=dist.rank, world=dist.world).to(device)
+            batch_metrics = run.step(net, batch)
             images_seen += len(batch)
-            if step % 10 == 0:
+            if run.step_count % 10 == 0:
                 rate = images_seen * dist.world / max(1e-9, time.monotonic() - window_start)
                 images_seen, window_start = 0, time.monotonic()
                 shown = {k: round(float(v), 4) for k, v in batch_metrics.items()}
-                metrics_log.write(step, "train", {**shown, "images_per_s": round(rate, 2), "lr": optimizer.param_groups[0]["lr"]})
+                metrics_log.write(run.step_count, "train", {**shown, "images_per_s": round(rate, 2),
+                                                            "lr": run.optimizer.param_groups[0]["lr"]})
                 shown["img/s"] = round(rate, 1)
-            if step % 10 == 0 or time.monotonic() - last_shown >= 1.0:
+            if run.step_count % 10 == 0 or time.monotonic() - last_shown >= 1.0:
                 last_shown = time.monotonic()
-                elapsed_s = last_shown - start
-                info = ", ".join([progress_note(step, elapsed_s, config), *(f"{k} {v:.3f}" for k, v in shown.items())])
-                progress.update(task, completed=min(elapsed_s, config.minutes * 60) if by_time else step, info=info)
+                run.elapsed_s = last_shown - start
+                info = ", ".join([progress_note(run.step_count, run.elapsed_s, config),
+                                  *(f"{k} {v:.3f}" for k, v in shown.items())])
+                progress.update(task, completed=min(run.elapsed_s, config.minutes * 60) if by_time else run.step_count,
+                                info=info)
             if time.monotonic() - last_save >= config.checkpoint_minutes * 60:
-                metrics = {**metrics, **evaluate()}
-                metrics_log.write(step, "valid", metrics)
-                save(final=False)
+                run.metrics = {**run.metrics, **run.evaluate(valid_data)}
+                metrics_log.write(run.step_count, "valid", run.metrics)
+                run.save(final=False)
                 last_save = time.monotonic()
-    elapsed_s = time.monotonic() - start
-    metrics = {**metrics, **evaluate(), "train_minutes": round(elapsed_s / 60, 2)}
-    metrics_log.write(step, "valid", metrics)
-    save(final=True)
+    run.elapsed_s = time.monotonic() - start
+    run.metrics = {**run.metrics, **run.evaluate(valid_data), "train_minutes": round(run.elapsed_s / 60, 2)}
+    metrics_log.write(run.step_count, "valid", run.metrics)
+    run.save(final=True)
     metrics_log.close()
     dist.close()
     if dist.main:
-        log(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) + f" -> {config.output}")
-    return model_payload(model, half=True, step=step, metrics=metrics, provenance=provenance)
+        log(f"step {run.step_count}: " + ", ".join(f"{k} {v:.4g}" for k, v in run.metrics.items())
+            + f" -> {config.output}")
+    return model_payload(model, half=True, step=run.step_count, metrics=run.metrics, provenance=run.provenance)
