@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Train the shipped enhancement layer further on a GPU machine (the `device` tool), resuming from
-# the committed weights. Nothing depends on it: the CPU recipe in models/README.md stands alone.
+# the committed weights of the default (its architecture, levels and λs as they are; the frames'
+# base tokens and reconstructions are rebuilt there, from the carried frames). Nothing depends on
+# it: the CPU recipe in models/README.md stands alone.
 #
 # The machine sees the working tree only, so carry a folder of frames with it (64 MiB at most:
 # about 3,000 JPEG frames), e.g. from the project root:
