@@ -224,12 +224,14 @@ def _classic_sweep(codec: ClassicCodec, frames: Sequence[Frame],
 
 
 def run_bench(frames: Sequence[Frame], codecs: Sequence[str], stkc_codec=None, *, name: str = "stkc bench",
-              on_step: Callable[[int], None] = lambda n: None) -> dict:
+              on_step: Callable[[int], None] = lambda n: None,
+              on_codec: Callable[[str], None] = lambda name: None) -> dict:
     """Run every requested codec over `frames`; the JSON-ready report, laid out like CompressAI's:
     codecs (settings, availability, mean results per setting), stkc_vs, bd_rate[test][anchor], images."""
     sweeps: dict[str, Sweep] = {}
     report: dict = {"name": name, "images": len(frames), "codecs": {}}
     for codec_name in codecs:
+        on_codec(codec_name)  # what the run is doing now (the CLI's bar says it)
         if codec_name == "stkc":
             if stkc_codec is None:
                 raise ValueError("benchmarking stkc needs a Codec")

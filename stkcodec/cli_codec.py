@@ -461,7 +461,8 @@ def bench_command(ctx: click.Context, data_dir, codecs, limit, as_json, plot, mo
         task = progress.add_task("bench", total=steps(chosen, frames, stkc_codec.levels if stkc_codec else 1),
                                  info=f"{len(frames)} images")
         report = run_bench(frames, chosen, stkc_codec, name=f"stkc bench on {data_dir or 'the sample frames'}",
-                           on_step=lambda n: progress.advance(task, n))
+                           on_step=lambda n: progress.advance(task, n),
+                           on_codec=lambda name: progress.update(task, description=f"bench {name}"))
     if not as_json or not ctx.obj["quiet"]:  # the report is the output; beside --json, a note on stderr
         console = stderr_console if as_json else Console(highlight=False)
         for line in settings_lines(report):

@@ -193,6 +193,13 @@ def test_samples_and_bad_options(two_images, monkeypatch):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_the_bar_says_which_codec_runs(two_images):
+    """In a log (stderr not a terminal) the bar's last line names the codec it ran last."""
+    result = invoke(["bench", two_images, "--codecs", "jpeg,webp", "--limit", 1])
+    assert result.exit_code == 0, result.output
+    assert "bench webp: " in result.stderr and "(100%)" in result.stderr
+
+
 def test_the_report_goes_to_stdout_and_quiet_silences_the_rest(two_images):
     """`stkc bench > report.txt` keeps the report; --quiet drops progress and notes, not the report."""
     for quiet in ([], ["--quiet"]):

@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from stkcodec import bitstream
@@ -106,7 +105,7 @@ def test_plain_progress_lines_for_a_log(monkeypatch):
     quick = PlainProgress(short, every_s=5)
     task = quick.add_task("decompress", total=2, info="")
     quick.advance(task, 2)  # work shorter than a line's interval prints nothing while it runs...
-    assert short.getvalue() == "" and np.isfinite(clock[0])
+    assert short.getvalue() == ""
     with quick:
         pass
     assert short.getvalue().startswith("decompress: 2/2 (100%)")  # ...and its last state at the end
