@@ -27,15 +27,16 @@ import json
 import pickle
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import BadInputError, ModelMismatchError, exists_error
+from .modelfile import ModelFile, split_config
 from .outputs import atomic_write, cannot_write
 
 FORMAT = "stkc-checkpoint"
@@ -57,68 +58,23 @@ def model_classes(kind: str) -> tuple[Callable[[Any], nn.Module], type]:
     return network.build, network.config_class
 
 
-# Files written before the training recipe left the model config held these fields there too.
-# They say how a model was trained, not what its network is: a loaded model drops them (its id
-# still hashes the config as stored), and a resumed run takes them as its objective's settings.
-LEGACY_RECIPE_FIELDS = {"tokenizer": ("commitment_weight", "entropy_weight", "entropy_weight_final",
-                                      "entropy_decay_steps", "teacher_weight", "teacher_weight_final",
-                                      "teacher_decay_steps")}
-# What those files meant by a field they lack: it was added after they shipped.
-LEGACY_DEFAULTS = {"tokenizer": {"prototypes": False}}
-LEGACY_RECIPE_DEFAULTS = {"tokenizer": {"teacher_weight": 0.0, "teacher_weight_final": 0.0, "teacher_decay_steps": 0}}
-
-
-def split_config(kind: str, stored: dict) -> tuple[dict, dict]:
-    """A stored config -> (architecture, recipe): what builds the network, and the training
-    settings an older file kept beside it (empty for files written since)."""
-    legacy = LEGACY_RECIPE_FIELDS.get(kind, ())
-    architecture = {**LEGACY_DEFAULTS.get(kind, {}), **{k: v for k, v in stored.items() if k not in legacy}}
-    recipe = {k: v for k, v in stored.items() if k in legacy}
-    if recipe:
-        recipe = {**LEGACY_RECIPE_DEFAULTS.get(kind, {}), **recipe}
-    return architecture, recipe
-
-
-class ModelFile:
-    """What a model read from a file knows about itself: its id and where it came from.
-
-    The network classes inherit it; `from_checkpoint` is the one way a file becomes a model.
-    """
-
-    kind: ClassVar[str]
-    config_class: ClassVar[type]
-    kinds: ClassVar[dict[str, type]] = {}  # kind -> the class that builds it (registered by defining it)
-    model_id: str | None = None  # compute_model_id of the file it was read from (None: never saved)
-    provenance: Mapping[str, Any] = MappingProxyType({})  # the file's: training data, steps, same_encoder_as
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        if "kind" in cls.__dict__:  # a class that names a kind builds it; its subclasses do not
-            ModelFile.kinds[cls.kind] = cls
-
-    @classmethod
-    def build(cls, config) -> nn.Module:
-        """The network for `config` (a kind made by several classes picks one here)."""
-        return cls(config)
-
-    @classmethod
-    def from_checkpoint(cls, payload: dict, *, source: str = "model") -> nn.Module:
-        """A ready model (eval mode) from a payload of `read_checkpoint`; `ModelFile` itself
-        builds whatever kind the payload says, a subclass only its own kind."""
-        kind = payload["kind"]
-        if cls is not ModelFile and kind != cls.kind:
-            raise ModelMismatchError(f"{source}: is a {kind!r} model, expected a {cls.kind!r} model")
-        build, config_class = model_classes(kind)
-        architecture, _ = split_config(kind, payload["config"])
-        try:
-            model = build(config_class(**architecture))
-            model.load_state_dict(payload["state_dict"])
-        except (TypeError, RuntimeError, ValueError) as error:
-            raise BadInputError(f"{source}: weights do not fit a {kind} ({str(error).splitlines()[0]})") from None
-        # ModelFile declares these two on every network class that inherits it
-        model.model_id = payload["model_id"]
-        model.provenance = MappingProxyType(dict(payload.get("provenance") or {}))
-        return model.eval()
+def from_payload(payload: dict, *, kind: str | None = None, source: str = "model") -> nn.Module:
+    """A ready model (eval mode) from a payload of `read_checkpoint` (or `model_payload`): of
+    whatever kind it says, or refused unless it is of `kind`."""
+    found = payload["kind"]
+    if kind is not None and found != kind:
+        raise ModelMismatchError(f"{source}: is a {found!r} model, expected a {kind!r} model")
+    build, config_class = model_classes(found)
+    architecture, _ = split_config(found, payload["config"])
+    try:
+        model = build(config_class(**architecture))
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, RuntimeError, ValueError) as error:
+        raise BadInputError(f"{source}: weights do not fit a {found} ({str(error).splitlines()[0]})") from None
+    # ModelFile declares these two on every network class that inherits it
+    model.model_id = payload["model_id"]
+    model.provenance = MappingProxyType(dict(payload.get("provenance") or {}))
+    return model.eval()
 
 
 def compute_model_id(config: dict, state_dict: dict[str, torch.Tensor]) -> str:
@@ -205,4 +161,4 @@ def read_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
 
 def load_model(path: str | Path, *, kind: str | None = None) -> nn.Module:
     """A ready model (eval mode) from a model file or checkpoint, with its `model_id` and `provenance`."""
-    return ModelFile.from_checkpoint(read_checkpoint(path, kind=kind), source=str(path))
+    return from_payload(read_checkpoint(path, kind=kind), source=str(path))

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 
-from .checkpoint import read_checkpoint, split_config
+from .checkpoint import read_checkpoint
+from .modelfile import split_config
 from .errors import ModelMismatchError
 from .train import NOT_RESUMED
 

@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from .enhancer import ANCHOR_RATE, SCALE_MIN, SCALE_STEPS, SCALES, Enhancer, checkerboard
-from .exact import EXP2_FRACTION, EXP_STEPS, FRAC_BITS, LOG2_E, WEIGHT_BITS, _float64, _matmul
+from .exact import EXP2_FRACTION, EXP_STEPS, FRAC_BITS, LOG2_E, WEIGHT_BITS, _float64, _matmul, root_products
 
 SYMBOL_RANGE = 255  # symbols are clamped to [-SYMBOL_RANGE, SYMBOL_RANGE] (part of the format)
 ONE = float(2**FRAC_BITS)
@@ -32,24 +32,7 @@ LOG_SCALE_MIN_UNITS = -9041  # round(ln(SCALE_MIN) * 2**FRAC_BITS)
 TABLE_SAMPLES = 16  # midpoints per unit bin when a table is integrated
 
 
-def _fine_fraction_table() -> np.ndarray:
-    """2**(-j / 2**16) for j < 256, from the square-root chain past EXP2_FRACTION's (products only)."""
-    roots = []
-    value = EXP2_FRACTION[1]  # 2**-(1/256), itself from exact square roots
-    for _ in range(8):
-        value = math.sqrt(value)
-        roots.append(value)  # 2**-(2**-(9+k))
-    table = []
-    for j in range(256):
-        product = 1.0
-        for k in range(8):
-            if (j >> (7 - k)) & 1:
-                product *= roots[k]
-        table.append(product)
-    return np.array(table)
-
-
-FINE_FRACTION = _fine_fraction_table()
+FINE_FRACTION = root_products(EXP2_FRACTION[1], 8)  # 2**(-j / 2**16), j < 256: past EXP2_FRACTION's roots
 FRACTION_STEPS = EXP_STEPS * len(FINE_FRACTION)  # 2**16
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import ModelFile
+from .modelfile import ModelFile
 from .patches import pad_to_patches
 from .tokenizer import ResBlock
 

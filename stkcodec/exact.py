@@ -48,25 +48,26 @@ NEG_LARGE = -(2.0**50)  # a masked score: its weight underflows to exactly 0
 FAMILY = constriction.stream.model.Categorical(perfect=False)  # how the range coder reads token weights
 
 
-def _exp2_fraction_table() -> np.ndarray:
-    """2**(-j / EXP_STEPS) for j = 0..EXP_STEPS-1, from sqrt and products only (exact IEEE ops)."""
-    roots = []  # roots[k] = 2**(-2**-(k+1)): 2**-0.5, 2**-0.25, ...
-    value = 0.5
-    for _ in range(int(math.log2(EXP_STEPS))):
+def root_products(start: float, count: int) -> np.ndarray:
+    """For j < 2**count, the product of the successive square roots of `start` that j's bits
+    select (its top bit the first root), multiplied in that order: sqrt and * only, exact IEEE
+    operations, so the same bits on every machine (exp2 tables here and in enhance_exact.py)."""
+    roots = []
+    value = start
+    for _ in range(count):
         value = math.sqrt(value)
         roots.append(value)
-    levels = len(roots)
     table = []
-    for j in range(EXP_STEPS):
+    for j in range(2**count):
         product = 1.0
-        for k in range(levels):  # bit k of j (from the top) selects 2**(-2**-(k+1))
-            if (j // 2 ** (levels - 1 - k)) % 2:
+        for k in range(count):
+            if (j >> (count - 1 - k)) & 1:
                 product *= roots[k]
         table.append(product)
     return np.array(table, dtype=np.float64)
 
 
-EXP2_FRACTION = _exp2_fraction_table()
+EXP2_FRACTION = root_products(0.5, int(math.log2(EXP_STEPS)))  # 2**(-j / EXP_STEPS), j < EXP_STEPS
 
 
 @functools.cache

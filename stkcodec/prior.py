@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import ModelFile
+from .modelfile import ModelFile
 from .schedule import RASTER, plan
 
 

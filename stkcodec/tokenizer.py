@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .bsq import BSQ
-from .checkpoint import ModelFile
+from .modelfile import ModelFile
 from .patches import pad_to_patches, patch_vectors
 
 

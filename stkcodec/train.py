@@ -26,7 +26,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .checkpoint import atomic_save, model_payload, read_checkpoint, split_config
+from .checkpoint import atomic_save, model_payload, read_checkpoint
+from .modelfile import split_config
 from .errors import ModelMismatchError, Option, StkcError
 from .outputs import check_writable, make_writable_folder
 from .progress import make_progress

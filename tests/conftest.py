@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stkcodec.checkpoint import ModelFile, model_classes, model_payload, save_model
+from stkcodec.checkpoint import from_payload, model_classes, model_payload, save_model
 from stkcodec.enhancer import Enhancer, EnhancerConfig
 from stkcodec.prior import Prior, PriorConfig
 from stkcodec.tokenizer import Tokenizer, TokenizerConfig
@@ -29,7 +29,7 @@ def tiny_models(seed: int = 0) -> tuple[Tokenizer, Prior]:
     prior = build_prior(TINY_PRIOR)
     with torch.no_grad():  # a random prior far from uniform, so coding is not trivially flat
         prior.head.weight.mul_(50)
-    return ModelFile.from_checkpoint(model_payload(tokenizer)), ModelFile.from_checkpoint(model_payload(prior))
+    return from_payload(model_payload(tokenizer)), from_payload(model_payload(prior))
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +114,7 @@ def tiny_enhancer(seed: int = 0, context_gain: float = 20.0, *, tokens: bool = F
         if tokens:  # the base network's last layers start at zero: make them count
             enhancer.base_out.weight.normal_(0, 0.5 * context_gain / 20)
             enhancer.base_ctx.weight.normal_(0, 0.5)
-    return ModelFile.from_checkpoint(model_payload(enhancer))
+    return from_payload(model_payload(enhancer))
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stkcodec import bitstream
-from stkcodec.checkpoint import ModelFile, model_payload
+from stkcodec.checkpoint import from_payload, model_payload
 from stkcodec.codec import Codec
 from stkcodec.coder import decode_grids, encode_grids
 from stkcodec.exact import ExactGroupPrior, exact_prior
@@ -23,7 +23,7 @@ def tiny_group_prior(seed: int = 0, schedule: str = SCHEDULE) -> GroupPrior:
     prior = build_prior(PriorConfig(**{**TINY_PRIOR.__dict__, "schedule": schedule}))
     with torch.no_grad():  # far from uniform, so coding is not trivially flat
         prior.head.weight.mul_(50)
-    return ModelFile.from_checkpoint(model_payload(prior))  # as a model file loads it
+    return from_payload(model_payload(prior))  # as a model file loads it
 
 
 def group_of_each_cell(rows: int, cols: int, schedule: str = SCHEDULE) -> np.ndarray:

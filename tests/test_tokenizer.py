@@ -91,13 +91,14 @@ def test_the_config_is_the_shape_alone_and_its_defaults_the_shipped_recipe():
 
 
 def test_shipped_files_of_the_old_layout_load_and_keep_their_ids():
-    from stkcodec.checkpoint import ModelFile, compute_model_id, read_checkpoint, split_config
+    from stkcodec.checkpoint import compute_model_id, from_payload, read_checkpoint
+    from stkcodec.modelfile import split_config
     from stkcodec.zoo import models_dir
 
     for name, had_prototypes in [("p5-10bit", False), ("p5-10bit-deep", True)]:
         payload = read_checkpoint(models_dir() / name / "tokenizer.pt")
         assert "entropy_weight" in payload["config"]  # written before the recipe left the config
-        model = ModelFile.from_checkpoint(payload)
+        model = from_payload(payload)
         assert model.model_id == payload["model_id"] == compute_model_id(payload["config"], payload["state_dict"])
         assert model.config.prototypes is had_prototypes and model.provenance == payload["provenance"]
         _, recipe = split_config("tokenizer", payload["config"])
@@ -105,12 +106,12 @@ def test_shipped_files_of_the_old_layout_load_and_keep_their_ids():
 
 
 def test_a_model_file_names_its_own_kind():
-    from stkcodec.checkpoint import model_payload
+    from stkcodec.checkpoint import from_payload, model_payload
     from stkcodec.errors import ModelMismatchError
 
     _, prior = tiny_models()
-    with pytest.raises(ModelMismatchError, match="expected a 'tokenizer'"):
-        Tokenizer.from_checkpoint(model_payload(prior))
+    with pytest.raises(ModelMismatchError, match="is a 'prior' model, expected a 'tokenizer'"):
+        from_payload(model_payload(prior), kind="tokenizer")
 
 
 def test_entropy_weight_falls_linearly_then_stays():

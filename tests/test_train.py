@@ -114,7 +114,7 @@ def test_resume_may_change_loss_weights_only(tmp_path, frames_dir):
 def test_decoder_only_keeps_tokens_and_the_prior_trained_on_them(tmp_path, frames_dir):
     import torch
 
-    from stkcodec.checkpoint import ModelFile, model_classes, model_payload
+    from stkcodec.checkpoint import from_payload, model_classes, model_payload
     from stkcodec.data import ImageFolder
     from stkcodec.prior import PriorConfig
     from stkcodec.zoo import CodecModel
@@ -131,7 +131,7 @@ def test_decoder_only_keeps_tokens_and_the_prior_trained_on_them(tmp_path, frame
     assert torch.equal(before.encode_index(images), after.encode_index(images))
     assert after.provenance["same_encoder_as"] == [before.model_id]
     prior = model_classes("prior")[0](PriorConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2))
-    prior = ModelFile.from_checkpoint(model_payload(prior, provenance={"train": {"tokenizer_id": before.model_id}}))
+    prior = from_payload(model_payload(prior, provenance={"train": {"tokenizer_id": before.model_id}}))
     CodecModel(after, prior)  # accepted: the prior learned the tokens this decoder reads
 
 
