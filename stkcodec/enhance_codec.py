@@ -56,11 +56,12 @@ def _place(canvases: Sequence[np.ndarray], chunk, patch: int, pixels: torch.Tens
         canvases[slot // len(chunk)][r0 * patch : r1 * patch, c0 * patch : c1 * patch] = tile
 
 
-def _chunk_tokens(grids: Sequence[np.ndarray] | None, chunk) -> np.ndarray | None:
-    """The base tokens of `chunk`'s tiles in each (rows, cols) grid -> (len, n, th, tw), or None."""
+def _chunk_tokens(grids: Sequence[np.ndarray] | None, members: list[int], chunk) -> np.ndarray | None:
+    """The base tokens of `chunk`'s tiles in the (rows, cols) grids of `members` -> (len, n, th, tw),
+    or None without grids (`chunk_base` refuses that for a model that reads them)."""
     if grids is None:
         return None
-    return np.stack([np.stack([grid[r0:r1, c0:c1] for r0, r1, c0, c1 in chunk]) for grid in grids])
+    return np.stack([np.stack([np.asarray(grids[i])[r0:r1, c0:c1] for r0, r1, c0, c1 in chunk]) for i in members])
 
 
 def _batches(count: int, chunk_tiles: int) -> list[slice]:
@@ -85,13 +86,11 @@ class EnhancementCoder:
     def levels(self) -> int:
         return self.model.config.levels
 
-    def _grids(self, tokens: Sequence[np.ndarray] | None, members: list[int]) -> list[np.ndarray] | None:
-        """The token grids of some images, for a model whose entropy model reads them (else None)."""
+    def _base(self, tokens, members: list[int], chunk, shape) -> tuple[np.ndarray, np.ndarray] | None:
+        """The base network's output for the members' tiles of `chunk` (None for a model that ignores tokens)."""
         if not self.entropy.reads_tokens:
             return None
-        if tokens is None:
-            raise ValueError("this enhancement model reads the base tokens: pass each image's grid")
-        return [np.asarray(tokens[i]) for i in members]
+        return chunk_base(self.entropy, _chunk_tokens(tokens, members, chunk), shape)
 
     def _latents(self, symbols: np.ndarray, means: np.ndarray, level: int) -> np.ndarray:
         """Symbols and integer means (n, C, h, w) at a 0-based level -> what D reads: ŷ / g."""
@@ -117,7 +116,7 @@ class EnhancementCoder:
                 latents = self.model.encode(x, x0).numpy()  # (b*n, C, th, tw), unscaled
                 shape = (len(chunk), *latents.shape[1:])
                 members = list(range(len(images))[batch])
-                base = chunk_base(self.entropy, _chunk_tokens(self._grids(tokens, members), chunk), shape)
+                base = self._base(tokens, members, chunk, shape)
                 for slot, level in enumerate(levels):
                     gain = self.entropy.gain[level][None, :, None, None]
                     own = [latents[k * len(chunk) : (k + 1) * len(chunk)] * gain for k in range(len(members))]
@@ -159,7 +158,7 @@ class EnhancementCoder:
                 shape = (len(chunk), self.model.config.latent_channels, chunk[0][1] - chunk[0][0],
                          chunk[0][3] - chunk[0][2])
                 latents: dict[int, np.ndarray] = {}
-                base = chunk_base(self.entropy, _chunk_tokens(self._grids(tokens, members), chunk), shape)
+                base = self._base(tokens, members, chunk, shape)
                 for level in sorted({levels[i] for i in members}):  # one context pass per level
                     same = [i for i in members if levels[i] == level]
                     own_base = select_base(base, [members.index(i) for i in same], len(chunk))
