@@ -6,9 +6,9 @@ processes at once, and an epoch of a DataLoader over compressed frames. Models s
 
 A model may name its quality level after an @ (`default@3`: `stkc compress -q 3`).
 
-For each model: `stkc -v compress` and `stkc -v decompress` of `limit` frames spread over the
-folder, in ms per frame of coding (the CLI's own timing, model loading excluded) and of wall
-time; `stkc decompress` of one file in a fresh process, end to end, and Python's start-up alone
+For each model: `stkc -v compress` (also with --no-check, without the comparison with WebP)
+and `stkc -v decompress` of `limit` frames spread over the folder, in ms per frame of coding
+(the CLI's own timing, model loading excluded) and of wall time; `stkc decompress` of one file in a fresh process, end to end, and Python's start-up alone
 for scale; two `stkc compress` of 40 frames at once against one alone. With --epoch, the
 default model's StkcFrames over every frame of the folder, compressed, in a DataLoader
 (batches of 64), frames per second. Run it on a quiet machine.
@@ -64,6 +64,9 @@ def main() -> None:
             wall, stderr = run([*stkc, "-v", "compress", *frames, "-o", str(out / "stkc"), "--model", model, *level])
             figures["compress_ms_per_frame"] = 1000 * coding_seconds(stderr) / len(frames)
             figures["compress_wall_ms_per_frame"] = 1000 * wall / len(frames)
+            _, stderr = run([*stkc, "-v", "compress", *frames, "-o", str(out / "stkc"), "--force", "--no-check",
+                             "--model", model, *level])
+            figures["compress_no_check_ms_per_frame"] = 1000 * coding_seconds(stderr) / len(frames)
             files = sorted(str(p) for p in (out / "stkc").iterdir())
             figures["mean_file_bytes"] = sum(Path(f).stat().st_size for f in files) / len(files)
             wall, stderr = run([*stkc, "-v", "decompress", *files, "-o", str(out / "png")])

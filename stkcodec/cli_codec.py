@@ -89,8 +89,15 @@ class TileBar:
         self.progress, self.task, self.label = progress, task, label
 
     def expect(self, tiles: int) -> None:
-        if tiles >= self.LARGE:
-            self.progress.update(self.task, total=tiles, completed=0, visible=True, description=f"{self.label} (steps)")
+        """`tiles` steps of the codec to come, and one more: what follows them (`stage`)."""
+        if tiles + 1 >= self.LARGE:
+            self.progress.update(self.task, total=tiles + 1, completed=0, visible=True,
+                                 description=f"{self.label} (steps)")
+
+    def stage(self, what: str) -> None:
+        """The codec's steps are done; the bar says what the last step is (writing a large PNG
+        takes seconds), and the caller's `self(1)` ends it."""
+        self.progress.update(self.task, description=f"{self.label} ({what})")
 
     def __call__(self, tiles: int) -> None:
         self.progress.advance(self.task, tiles)
@@ -253,14 +260,19 @@ def bits_per_pixel(records: list[dict]) -> str:
 @click.option("--target-psnr", type=float, default=None,
               help="Per image, the smallest level that reaches this PSNR in dB (the highest if none does).  "
                    "[default: none, -q decides]")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Compare each file with WebP at the same PSNR and warn when WebP serves the image better "
+                   "(costs about 10% more time a frame).")
 @codec_options
-def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_psnr, model, force, as_json,
+def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_psnr, check, model, force, as_json,
              max_pixels) -> None:
     """Compress images to .stkc files ('-' for stdin/stdout).
 
     The shipped models learnt SuperTuxKart frames. Other images (photos, screenshots, line art)
-    compress worse than with WebP and lose detail and colour; stkc warns when an image looks
-    like one (see the README's table). Gray images come back gray; alpha is not kept."""
+    cost more bytes than with WebP for the same quality; stkc compares each file with WebP at the
+    same PSNR and warns when WebP would serve it better (--no-check skips it; the README's table).
+    Gray images come back gray; alpha is not kept."""
+    from .domain import comparable
     from .imageio import open_image
 
     if sum(option is not None for option in (quality, target_bytes, target_psnr)) > 1:
@@ -274,8 +286,8 @@ def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_p
             codec.check_quality(quality)
         return codec
 
-    def warn(message: str) -> None:
-        click.echo(f"Warning: {message}", err=True)
+    def warn(message: str) -> None:  # --quiet silences warnings too (`--json` keeps what they say)
+        say(ctx, f"Warning: {message}")
 
     def work(codec, batch, tiles, fail):
         opened = []
@@ -289,36 +301,48 @@ def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_p
         images = [opened[k] for k in readable]
         if tiles is not None:
             level = codec.levels if target_bytes or target_psnr else (quality or codec.model.default_quality)
-            tiles.expect(sum(codec.steps(*image.size, level, encoding=True) for image in images))
-        files: list = [None] * len(batch)
-        coded = codec.compress_many(images, quality=quality, target_bytes=target_bytes, target_psnr=target_psnr,
-                                    names=[shown(batch[k][0]) for k in readable], errors="collect", on_tiles=tiles)
-        for k, file in zip(readable, coded):
-            files[k] = file
+            tiles.expect(sum(codec.steps(*image.size, level, encoding=True, reconstruct=check and comparable(*image.size))
+                             for image in images))
+        encoded: list = [None] * len(batch)
+        compared = check and all(comparable(*image.size) for image in images)
+        coded = codec.encode_many(images, quality=quality, target_bytes=target_bytes, target_psnr=target_psnr,
+                                  names=[shown(batch[k][0]) for k in readable], errors="collect", on_tiles=tiles,
+                                  reconstruct=compared)
+        for k, result in zip(readable, coded):
+            encoded[k] = result
         results = []
-        for (source, target, data), image, file in zip(batch, opened, files):
-            if isinstance(file, StkcError):
-                fail(file)
-            if image is None or not isinstance(file, bytes):
+        for (source, target, data), image, result in zip(batch, opened, encoded):
+            if isinstance(result, StkcError):
+                fail(result)
+            if image is None or result is None or isinstance(result, StkcError):
                 results.append(None)
                 continue
             from . import bitstream
+            from .domain import MAX_PIXELS, MAX_SIDE, Limits, compare
 
+            file = result.data
             level = bitstream.parse(file, max_pixels=codec.max_pixels)[0].quality
             bpp = 8 * len(file) / (image.width * image.height)
-            unusual = codec.unusual(file)
+            if tiles is not None and compared:
+                tiles.stage("comparing with WebP")
+            comparison = compare(image, result) if compared else None
+            if check and not compared:
+                say(ctx, f"{shown(source)}: not compared with WebP (over {MAX_PIXELS / 1e6:.0f} Mpx or a side over "
+                          f"{MAX_SIDE})")
+            if tiles is not None:
+                tiles(1)
             if target_bytes is not None and len(file) > target_bytes:
                 warn(f"{shown(source)}: even level 1 takes {len(file)} B, more than --target-bytes {target_bytes}")
             record = {"input": source, "output": target, "width": image.width, "height": image.height,
                       "level": level, "bytes": len(file), "bpp": round(bpp, 4), "input_bytes": len(data),
-                      "unusual": unusual is not None,
                       "line": f"{shown(source)}: {image.width}x{image.height} -> {len(file)} B "
                               f"({bpp:.3f} bpp, level {level})"}
-            if unusual is not None:
-                low, high = codec.model.usual_bits_per_token
-                click.echo(f"Warning: {shown(source)}: {unusual:.2f} bits per token, outside the {low:.2f}-{high:.2f} "
-                           "of SuperTuxKart frames: unlike what the model was trained on, expect a poor picture "
-                           "(WebP or AVIF may do better)", err=True)
+            if comparison is not None:
+                limits = codec.model.domain_limits or Limits()
+                reasons = limits.reasons(level, comparison)
+                record.update({"unusual": bool(reasons), "unusual_reasons": reasons, **comparison.record()})
+                if reasons:
+                    warn(limits.message(shown(source), level, comparison))
             results.append((record, file))
         return results
 
@@ -368,12 +392,18 @@ def decompress(ctx: click.Context, inputs, output, model, force, as_json, max_pi
                 fail(image)
                 results.append(None)
                 continue
+            suffix = Path(target).suffix if target != "-" else ".png"
+            if tiles is not None:
+                tiles.stage(f"encoding {suffix.lstrip('.').upper()}")
             try:
-                encoded = encode_image(image, Path(target).suffix if target != "-" else ".png")
+                encoded = encode_image(image, suffix)
             except StkcError as error:
                 fail(error)
                 results.append(None)
                 continue
+            finally:
+                if tiles is not None:
+                    tiles(1)
             record = {"input": source, "output": target, "width": image.width, "height": image.height,
                       "bytes": len(data), "output_bytes": len(encoded),
                       "line": f"{shown(source)}: {len(data)} B -> {image.width}x{image.height} "

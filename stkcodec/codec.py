@@ -55,6 +55,14 @@ def each_alone_on_error(work: Callable[[list[int]], list], count: int) -> list:
     return run(list(range(count))) if count else []
 
 
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """One image's `.stkc` file and, when asked for, the RGB pixels (H, W, 3) uint8 it decodes to."""
+
+    data: bytes
+    pixels: np.ndarray | None
+
+
 class Codec:
     """Compress and decompress with one codec model; reuse an instance for many images.
 
@@ -116,6 +124,18 @@ class Codec:
         `names` name the images in errors (default "image 0", "image 1"...). `errors="collect"`:
         an image that cannot be coded gets its StkcError in its place, and the others are coded
         (a failed batch is tried again image by image); "raise" (default): the first error is raised."""
+        coded = self.encode_many(images, quality=quality, target_bytes=target_bytes, target_psnr=target_psnr,
+                                 names=names, errors=errors, on_tiles=on_tiles, reconstruct=False)
+        return [result if isinstance(result, StkcError) else result.data for result in coded]
+
+    def encode_many(self, images: Sequence[Image.Image], *, quality: int | None = None,
+                    target_bytes: int | None = None, target_psnr: float | None = None,
+                    names: Sequence[str] | None = None, errors: str = "raise",
+                    on_tiles: Callable[[int], None] | None = None, reconstruct: bool = True) -> list:
+        """As `compress_many`, each file an `Encoded`: its bytes and, with `reconstruct`, the RGB
+        pixels it decodes to (the encoder's own reconstruction, which a decoder matches up to
+        float rounding; what `domain.compare_with_webp` weighs). Reconstructing costs a
+        tokenizer pass at level 1 and the enhancement decoder above it."""
         if target_bytes is not None and target_psnr is not None:
             raise BadInputError("give target_bytes= or target_psnr=, not both")
         if quality is not None and (target_bytes is not None or target_psnr is not None):
@@ -124,25 +144,29 @@ class Codec:
         names = _names(names, len(images), "image")
         if errors == "collect":
             return each_alone_on_error(
-                lambda members: self.compress_many([images[i] for i in members], quality=asked,
-                                                   target_bytes=target_bytes, target_psnr=target_psnr,
-                                                   names=[names[i] for i in members], on_tiles=on_tiles),
+                lambda members: self.encode_many([images[i] for i in members], quality=asked,
+                                                 target_bytes=target_bytes, target_psnr=target_psnr,
+                                                 names=[names[i] for i in members], on_tiles=on_tiles,
+                                                 reconstruct=reconstruct),
                 len(images))
         _check_errors(errors)
         targeted = target_bytes is not None or target_psnr is not None
-        results: list[bytes | None] = [None] * len(images)
+        results: list[Encoded | None] = [None] * len(images)
         with torch.inference_mode():
             for size, members in self._by_size(images, names).items():
                 rgb = [images[i].convert("RGB") for i in members]
                 grids, headers = self._base_layer(rgb, [colour_mode(images[i]) for i in members], on_tiles)
                 if targeted:
-                    chosen = self._targeted(rgb, grids, headers, size, target_bytes, target_psnr, on_tiles)
+                    chosen = self._targeted(rgb, grids, headers, size, target_bytes, target_psnr, on_tiles, reconstruct)
                 elif quality > 1:
-                    chosen = self._enhanced(rgb, grids, headers, size, quality, on_tiles)
+                    _, files = self._enhancements(rgb, grids, headers, size, [quality], on_tiles, reconstruct)
+                    chosen = [options[0] for options in files]
                 else:
-                    chosen = [header.pack_file(payload) for header, payload in headers]
-                for index, data in zip(members, chosen):
-                    results[index] = data
+                    bases = token_images(self.model.tokenizer, grids, size, on_tiles) if reconstruct else [None] * len(grids)
+                    chosen = [(header.pack_file(payload), None if base is None else np.asarray(base))
+                              for (header, payload), base in zip(headers, bases)]
+                for index, (data, pixels) in zip(members, chosen):
+                    results[index] = Encoded(data, pixels)
         return results
 
     def _by_size(self, images: Sequence[Image.Image], names: Sequence[str]) -> dict[tuple[int, int], list[int]]:
@@ -191,10 +215,6 @@ class Codec:
             files.append(options)
         return bases, files
 
-    def _enhanced(self, rgb, grids, headers, size, quality: int, on_tiles) -> list[bytes]:
-        _, files = self._enhancements(rgb, grids, headers, size, [quality], on_tiles)
-        return [options[0][0] for options in files]
-
     def _candidates(self, rgb, grids, headers, size, on_tiles, reconstruct: bool) -> list[list[tuple[bytes, object]]]:
         """Per image, (file, decoded RGB pixels or None) at every level, 1 first."""
         base_files = [header.pack_file(payload) for header, payload in headers]
@@ -205,18 +225,19 @@ class Codec:
                                           reconstruct=reconstruct)
         return [[(base_file, base)] + options for base_file, base, options in zip(base_files, bases, files)]
 
-    def _targeted(self, rgb, grids, headers, size, target_bytes, target_psnr, on_tiles) -> list[bytes]:
-        """Per image, the level that meets the target (see compress_many)."""
+    def _targeted(self, rgb, grids, headers, size, target_bytes, target_psnr, on_tiles,
+                  reconstruct: bool) -> list[tuple[bytes, np.ndarray | None]]:
+        """Per image, the level that meets the target (see compress_many): (file, pixels or None)."""
         chosen = []
         for image, candidates in zip(rgb, self._candidates(rgb, grids, headers, size, on_tiles,
-                                                           reconstruct=target_psnr is not None)):
+                                                           reconstruct=reconstruct or target_psnr is not None)):
             if target_bytes is not None:
-                fitting = [data for data, _ in candidates if len(data) <= target_bytes]
-                chosen.append(fitting[-1] if fitting else candidates[0][0])
+                fitting = [option for option in candidates if len(option[0]) <= target_bytes]
+                chosen.append(fitting[-1] if fitting else candidates[0])
             else:
                 reference = np.asarray(image)
-                reaching = [data for data, pixels in candidates if psnr_rgb(reference, pixels) >= target_psnr]
-                chosen.append(reaching[0] if reaching else candidates[-1][0])
+                reaching = [option for option in candidates if psnr_rgb(reference, option[1]) >= target_psnr]
+                chosen.append(reaching[0] if reaching else candidates[-1])
         return chosen
 
     def every_level(self, images: Sequence[Image.Image]) -> list[list[tuple[bytes, np.ndarray]]]:
@@ -243,27 +264,18 @@ class Codec:
         """One image -> `.stkc` bytes; `options` as compress_many's."""
         return self.compress_many([image], **options)[0]
 
-    def unusual(self, data: bytes) -> float | None:
-        """The bits per token of a file this codec wrote, if outside what the model's training
-        frames cost (an image unlike them, which it codes poorly: a photo costs more, a flat
-        screenshot or drawing far less); None otherwise, or when the model has no such range."""
-        header, _ = bitstream.parse(data, max_pixels=self.max_pixels)
-        rows, cols = header.grid
-        bits_per_token = 8 * header.payload_bytes / (rows * cols)
-        usual = self.model.usual_bits_per_token
-        return None if usual is None or usual[0] <= bits_per_token <= usual[1] else bits_per_token
-
     def tiles(self, width: int, height: int) -> int:
         """How many tiles of the prior an image of this size codes as."""
         return len(tile_layout(*self.model.tokenizer.grid_shape(height, width), *self.model.tile))
 
-    def steps(self, width: int, height: int, quality: int, *, encoding: bool) -> int:
+    def steps(self, width: int, height: int, quality: int, *, encoding: bool, reconstruct: bool = False) -> int:
         """How many times `on_tiles` hears of an image of this size coded at `quality` (its
         units): the prior's tiles, the tokenizer's windows and, above level 1, the enhancement's
-        tiles (for progress: every stage a user waits for)."""
+        tiles (for progress: every stage a user waits for). `reconstruct`: encoding with
+        `encode_many`'s pixels (at level 1 a second tokenizer pass)."""
         windows = window_count(*self.model.tokenizer.grid_shape(height, width))
         layered = quality > 1
-        tokenizer_passes = (1 + layered) if encoding else 1  # encoding: tokens, then the base picture
+        tokenizer_passes = (1 + (layered or reconstruct)) if encoding else 1  # encoding: tokens, then the base picture
         return self.tiles(width, height) * (1 + layered) + windows * tokenizer_passes
 
     def tokens_many(self, files: Sequence[bytes], names: Sequence[str] | None = None, *,

@@ -38,10 +38,11 @@ def to_8bit(image: Image.Image) -> Image.Image:
 _PILLOW_LIMIT = threading.Lock()
 
 
-def _opened(file) -> Image.Image:
+def open_unlimited(file) -> Image.Image:
     """Image.open without Pillow's decompression-bomb check: `open_image` applies its own
     `max_pixels` to the size before any pixel is decoded, so a raised limit is the real one
-    (Pillow's alone refuses above 179 Mpx, whatever --max-pixels says)."""
+    (Pillow's alone refuses above 179 Mpx, whatever --max-pixels says); domain.py reads back the
+    WebP files it made of an image already admitted."""
     with _PILLOW_LIMIT:
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
@@ -64,7 +65,7 @@ def open_image(source: str | Path | bytes, *, max_pixels: int, name: str | None 
     except OSError as error:
         raise BadInputError(f"{name}: cannot open ({error.strerror or error})") from None
     try:
-        with file, _opened(file) as image:
+        with file, open_unlimited(file) as image:
             if image.width * image.height > max_pixels:
                 raise BadInputError(f"{name}: {image.width}x{image.height} pixels exceeds the limit of {max_pixels} "
                                     "(raise it with ", Option("max_pixels"), ")")

@@ -27,8 +27,9 @@ def models_dir() -> Path:
 
 @functools.cache
 def shipped() -> dict:
-    """models/index.json: {"default": name, "models": {name: codec id hex}, "usual_bits_per_token":
-    {name: [low, high] of what SuperTuxKart frames cost, see benchmarks/unusual_images.py}}."""
+    """models/index.json: {"default": name, "models": {name: codec id hex}, "shares": {name: {file:
+    the model whose copy it uses}}, "default_quality": {name: level}, "psnr_floor": {name: [dB per
+    level]} (domain.Limits, from benchmarks/unusual_images.py)}."""
     return json.loads((models_dir() / "index.json").read_text())
 
 
@@ -101,8 +102,7 @@ class CodecModel:
         self.tile = (min(math.ceil(FRAME[0] / p), prior.config.max_rows),
                      min(math.ceil(FRAME[1] / p), prior.config.max_cols))
         self.default_quality = 1  # the level `compress` uses when not told (index.json's "default_quality")
-        # (low, high) bits per token of the frames the model knows; outside, an image is unlike them
-        self.usual_bits_per_token: tuple[float, float] | None = None
+        self.domain_limits = None  # domain.Limits of a shipped model (index.json's "psnr_floor")
 
     @classmethod
     def load(cls, model: str | Path | None = None) -> "CodecModel":
@@ -117,9 +117,12 @@ class CodecModel:
         if expected is not None and expected != loaded.model_id.hex():
             raise ModelMismatchError(f"{folder}: codec id {loaded.model_id.hex()}, models/index.json says {expected}")
         if expected is not None:
-            usual = shipped().get("usual_bits_per_token", {}).get(folder.name)
-            loaded.usual_bits_per_token = tuple(usual) if usual is not None else None
             loaded.default_quality = shipped().get("default_quality", {}).get(folder.name, 1)
+            floors = shipped().get("psnr_floor", {}).get(folder.name)
+            if floors is not None:
+                from .domain import Limits
+
+                loaded.domain_limits = Limits(psnr=tuple(floors))
         return loaded
 
     @property
