@@ -34,7 +34,7 @@ WEBP_METHOD = 4
 RATIO_LIMIT = 1.5  # stkc's bytes over WebP's at equal PSNR above which an image is flagged
 MAX_PIXELS = 16_000_000  # larger images are not compared: WebP's copies would outgrow the codec's memory
 MAX_SIDE = 16383  # WebP's largest side
-EXTEND_DB = 4.0
+EXTEND_DB = 4.0  # below WebP's lowest setting its curve is extended by at most this many dB
 EXTEND_FLOOR = 0.5  # ... and to no less than this fraction of its smallest file
 
 
