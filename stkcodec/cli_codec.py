@@ -262,7 +262,7 @@ def bits_per_pixel(records: list[dict]) -> str:
                    "[default: none, -q decides]")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare each file with WebP at the same PSNR and warn when WebP serves the image better "
-                   "(costs about 10% more time a frame).")
+                   "(a frame takes 6% longer at level 4, 35% at level 1).")
 @codec_options
 def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_psnr, check, model, force, as_json,
              max_pixels) -> None:
@@ -299,12 +299,11 @@ def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_p
                 opened.append(None)
         readable = [k for k, image in enumerate(opened) if image is not None]
         images = [opened[k] for k in readable]
+        compared = check and all(comparable(*image.size) for image in images)
         if tiles is not None:
             level = codec.levels if target_bytes or target_psnr else (quality or codec.model.default_quality)
-            tiles.expect(sum(codec.steps(*image.size, level, encoding=True, reconstruct=check and comparable(*image.size))
-                             for image in images))
+            tiles.expect(sum(codec.steps(*image.size, level, encoding=True, reconstruct=compared) for image in images))
         encoded: list = [None] * len(batch)
-        compared = check and all(comparable(*image.size) for image in images)
         coded = codec.encode_many(images, quality=quality, target_bytes=target_bytes, target_psnr=target_psnr,
                                   names=[shown(batch[k][0]) for k in readable], errors="collect", on_tiles=tiles,
                                   reconstruct=compared)

@@ -162,9 +162,7 @@ class Codec:
                     _, files = self._enhancements(rgb, grids, headers, size, [quality], on_tiles, reconstruct)
                     chosen = [options[0] for options in files]
                 else:
-                    bases = token_images(self.model.tokenizer, grids, size, on_tiles) if reconstruct else [None] * len(grids)
-                    chosen = [(header.pack_file(payload), None if base is None else np.asarray(base))
-                              for (header, payload), base in zip(headers, bases)]
+                    chosen = self._level_one(grids, headers, size, on_tiles, reconstruct)
                 for index, (data, pixels) in zip(members, chosen):
                     results[index] = Encoded(data, pixels)
         return results
@@ -215,12 +213,17 @@ class Codec:
             files.append(options)
         return bases, files
 
+    def _level_one(self, grids, headers, size, on_tiles, reconstruct: bool) -> list[tuple[bytes, np.ndarray | None]]:
+        """Per image, its level-1 file and, if `reconstruct`, the base picture it decodes to."""
+        bases = token_images(self.model.tokenizer, grids, size, on_tiles) if reconstruct else [None] * len(grids)
+        return [(header.pack_file(payload), None if base is None else np.asarray(base))
+                for (header, payload), base in zip(headers, bases)]
+
     def _candidates(self, rgb, grids, headers, size, on_tiles, reconstruct: bool) -> list[list[tuple[bytes, object]]]:
         """Per image, (file, decoded RGB pixels or None) at every level, 1 first."""
-        base_files = [header.pack_file(payload) for header, payload in headers]
         if self.levels == 1:
-            bases = token_images(self.model.tokenizer, grids, size) if reconstruct else [None] * len(grids)
-            return [[(data, None if base is None else np.asarray(base))] for data, base in zip(base_files, bases)]
+            return [[option] for option in self._level_one(grids, headers, size, None, reconstruct)]
+        base_files = [header.pack_file(payload) for header, payload in headers]
         bases, files = self._enhancements(rgb, grids, headers, size, list(range(2, self.levels + 1)), on_tiles,
                                           reconstruct=reconstruct)
         return [[(base_file, base)] + options for base_file, base, options in zip(base_files, bases, files)]
