@@ -17,7 +17,10 @@ set -euo pipefail
 minutes="${1:-8}"
 python3 -m pip install --quiet -e . 2>/dev/null || python3 -m pip install --quiet -e . --no-deps
 out="${OUT:-gpu-out}"; mkdir -p "$out"
-stkc train enhancer --data gpu-frames --device cuda --batch-size 32 --lr 5e-4 --minutes "$minutes" \
+# --augmented: as many colour-transformed frames again (data.ColourAugment), as the CPU recipe now does
+n="$(find gpu-frames -name '*.jpg' | wc -l)"
+stkc train enhancer --data gpu-frames --frames "$n" --mirrored --augmented "$n" \
+    --device cuda --batch-size 32 --lr 5e-4 --minutes "$minutes" \
     --resume "$(python3 -c 'from stkcodec import zoo; print(zoo.model_file(zoo.resolve(None), "enhancer.pt"))')" \
     --checkpoint-dir "$out/checkpoints" --checkpoint-minutes 2 -o "$out/enhancer.pt" --force --quiet
 python3 - "$out/enhancer.pt" <<'PY'

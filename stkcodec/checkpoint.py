@@ -68,7 +68,7 @@ def from_payload(payload: dict, *, kind: str | None = None, source: str = "model
     architecture, _ = split_config(found, payload["config"])
     try:
         model = build(config_class(**architecture))
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(model.unpacked(payload["state_dict"]))
     except (TypeError, RuntimeError, ValueError) as error:
         raise BadInputError(f"{source}: weights do not fit a {found} ({str(error).splitlines()[0]})") from None
     # ModelFile declares these two on every network class that inherits it
@@ -94,6 +94,7 @@ def model_payload(model: nn.Module, *, half: bool = False, **extra: Any) -> dict
     state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if half:
         state_dict = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+    state_dict = model.packed(state_dict)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

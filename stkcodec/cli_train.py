@@ -1,4 +1,4 @@
-"""`stkc train tokenizer|prior|enhancer`, `stkc tokenize`, `stkc generate`.
+"""`stkc train tokenizer|prior|enhancer|int8`, `stkc tokenize`, `stkc generate`.
 
 Defaults shown in -h come from the configs' dataclasses (one place for each); with `--resume`,
 an option left out takes the checkpoint's value, and one given overrides it.
@@ -280,6 +280,9 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
               help="Use this many training frames, spread over the sorted folder.  [default: all]")
 @click.option("--mirrored/--no-mirrored", default=True, show_default=True,
               help="Also train on every frame flipped left to right (its own base reconstruction).")
+@click.option("--augmented", type=click.IntRange(0), default=0, show_default=True,
+              help="Also train on this many frames drawn from the whole folder, each under a random colour "
+                   "transform and zoom (data.ColourAugment; seeded, the same every run).")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(),
               help="The base layer's tokenizer.  [default: the default model's]")
 @click.option("--pairs-cache", type=click.Path(),
@@ -302,7 +305,7 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
                    "extended from its last, a new base network starting at zero).")
 @training_options("enhancer.pt", batch_size=8, lr=1e-3)
 @click.pass_context
-def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, tokenizer_path, pairs_cache, lambdas,
+def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, augmented, tokenizer_path, pairs_cache, lambdas,
                    base_context, start_from, **options) -> None:
     """Train the enhancement layer (quality levels above 1) over a tokenizer's base layer."""
     from pathlib import Path
@@ -348,23 +351,30 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, tokenizer_
         frames = resumed.data("train", "frames") if resumed.data("train", "limit") is not None else frames
     if resumed and "mirrored" not in chosen and resumed.data("train", "mirrored") is not None:
         mirrored = resumed.data("train", "mirrored")
+    if resumed and "augmented" not in chosen:
+        augmented = resumed.data("train", "augmented") or 0
 
-    def pairs_of(folder, limit, flip, cache):
+    def pairs_of(folder, limit, flip, cache, extra=0):
         if cache and Path(cache).exists():
             pairs = BasePairs.load(cache, tokenizer_id=tokenizer.model_id)
+            wanted = None if limit is None else limit * (2 if flip else 1) + extra
+            if wanted is not None and len(pairs) != wanted:
+                raise click.UsageError(f"{cache} holds {len(pairs)} pairs; --frames, --mirrored and --augmented ask "
+                                       f"for {wanted}: give another --pairs-cache, or remove that file")
         else:
             with make_progress(disable=ctx.obj["quiet"]) as progress:
                 task = progress.add_task("base layer", total=None, info=str(folder))
-                pairs = BasePairs.build(tokenizer, folder, limit=limit, mirrored=flip,
+                pairs = BasePairs.build(tokenizer, folder, limit=limit, mirrored=flip, augmented=extra,
                                         on_batch=lambda n: progress.advance(task, n))
             if cache:
                 pairs.save(cache)
         pairs.source = {**pairs.source, "folder": str(Path(folder).resolve()), "tokenizer_id": tokenizer.model_id,
                         "tokenizer_file": str(Path(tokenizer_path).resolve()), "limit": limit, "mirrored": flip,
+                        **({"augmented": extra} if extra else {}),
                         **({"pairs_file": str(Path(cache).resolve())} if cache else {})}
         return pairs
 
-    train_data = pairs_of(data, frames, mirrored, pairs_cache)
+    train_data = pairs_of(data, frames, mirrored, pairs_cache, augmented)
     valid_data = pairs_of(valid, run_config.valid_limit, False, None) if valid else None
     torch.manual_seed(run_config.seed)
     model = Enhancer(config)
@@ -378,6 +388,52 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, tokenizer_
              f"frames, levels 2-{config.levels + 1}")
     run(model, EnhancerObjective(loss, adopted=bool(start_from)), train_data, valid_data, run_config,
         state=resumed and resumed.state, provenance=provenance, log=lambda m: say(ctx, m))
+
+
+@train.command("int8", context_settings=CONTEXT)
+@click.argument("prior_path", metavar="PRIOR", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Folder of training frames to calibrate on (recursive).")
+@click.option("--frames", type=click.IntRange(1), default=256, show_default=True,
+              help="How many of them, spread over the sorted folder.")
+@click.option("--tokenizer", "tokenizer_path", type=click.Path(),
+              help="The tokenizer whose tokens the prior reads.  [default: the default model's]")
+@click.option("-o", "--output", required=True, type=click.Path(), help="The int8 prior to write (.pt).")
+@click.option("--force", is_flag=True, help="Replace an existing output.")
+@click.pass_context
+def train_int8(ctx: click.Context, prior_path, data, frames, tokenizer_path, output, force) -> None:
+    """Give a trained prior the int8 arithmetic: a new prior whose exact twin takes its products
+    in float32 (about 2.5x faster products), with no training: each product's step is calibrated
+    on the token grids of a few hundred training frames."""
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from .checkpoint import load_model, save_model
+    from .data import spread_frames
+    from .outputs import check_writable
+    from .prior import calibrate_int8
+    from .zoo import model_file, resolve
+
+    started = time.perf_counter()
+    check_writable(Path(output), force=force, inputs=[p for p in (prior_path, tokenizer_path) if p])
+    prior = load_model(prior_path, kind="prior")
+    if prior.config.arithmetic != "float64":
+        raise click.UsageError(f"{prior_path}: already has the {prior.config.arithmetic} arithmetic")
+    tokenizer = load_model(tokenizer_path or model_file(resolve(None), "tokenizer.pt"), kind="tokenizer")
+    if tokenizer.codebook_size != prior.config.vocab_size:
+        raise click.UsageError(f"the tokenizer makes {tokenizer.codebook_size} symbols, the prior predicts "
+                               f"{prior.config.vocab_size}")
+    images = spread_frames(data, frames)
+    with torch.inference_mode():
+        grids = torch.cat([tokenizer.encode_index(images[start : start + 32]) for start in range(0, len(images), 32)])
+    model = calibrate_int8(prior, grids)
+    provenance = {**prior.provenance, "int8": {"from_model_id": prior.model_id, "from_file": str(Path(prior_path).resolve()),
+                                               "frames": str(Path(data).resolve()), "grids": len(grids),
+                                               "tokenizer_id": tokenizer.model_id}}
+    payload = save_model(model, output, half=True, provenance=provenance)
+    say(ctx, f"{output}: int8 prior {payload['model_id'][:12]} calibrated on {len(grids)} frames, "
+             f"{time.perf_counter() - started:.1f} s")
 
 
 @click.command(context_settings=CONTEXT)

@@ -56,3 +56,12 @@ class ModelFile:
     def build(cls, config) -> nn.Module:
         """The network for `config` (a kind made by several classes picks one here)."""
         return cls(config)
+
+    def packed(self, state: dict) -> dict:
+        """The weights as the model's file stores them (`checkpoint.model_payload`): as they are,
+        unless a network keeps some in a smaller form (`unpacked` undoes it)."""
+        return state
+
+    def unpacked(self, stored: dict) -> dict:
+        """A file's stored weights -> the network's state dict (`checkpoint.from_payload`)."""
+        return stored

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -316,3 +317,39 @@ def test_train_enhancer_starts_from_a_trained_one_with_more_levels(tmp_path, fra
     both = run([*common, "--start-from", str(tmp_path / "a.pt"), "--resume", str(tmp_path / "b.pt"), "-o",
                 str(tmp_path / "c.pt")])
     assert both.exit_code == 2 and "give one of them" in both.output
+
+
+def test_colour_augment_is_seeded_keeps_the_shape_and_changes_the_look():
+    from stkcodec.data import ColourAugment
+
+    from .conftest import make_image
+
+    frame = np.asarray(make_image(150, 100, seed=2))
+    first, second = ColourAugment(seed=5), ColourAugment(seed=5)
+    looks = [first(frame) for _ in range(6)]
+    assert all(np.array_equal(a, second(frame)) for a in looks)  # the same seed, the same pairs
+    assert all(look.shape == frame.shape and look.dtype == np.uint8 for look in looks)
+    assert all(not np.array_equal(look, frame) for look in looks)
+    assert len({look.tobytes() for look in looks}) == 6
+    grey = np.full((100, 150, 3), 128, dtype=np.uint8)
+    assert all(np.ptp(look.astype(int), axis=2).max() <= 1 for look in (ColourAugment(seed=s)(grey) for s in range(8)))
+
+
+def test_train_enhancer_augmented_pairs_and_a_cache_that_does_not_fit(tmp_path, frames_dir, tiny_model_dir):
+    from stkcodec.data import BasePairs
+
+    tokenizer = str(Path(tiny_model_dir) / "tokenizer.pt")
+    common = ["train", "enhancer", "--data", frames_dir, "--frames", "3", "--tokenizer", tokenizer,
+              "--batch-size", "2", "--latent-channels", "4", "--width", "8", "--context-width", "8",
+              "--lambdas", "0.001,0.01", "--checkpoint-dir", str(tmp_path / "ck"), "--steps", "1", "--quiet"]
+    cache = tmp_path / "pairs.npz"
+    made = run([*common, "--augmented", "4", "--pairs-cache", str(cache), "-o", str(tmp_path / "a.pt")])
+    assert made.exit_code == 0, made.output
+    pairs = BasePairs.load(cache)
+    assert len(pairs) == 3 * 2 + 4  # the frames, mirrored, then the augmented ones
+    assert read_checkpoint(tmp_path / "a.pt")["provenance"]["train"]["augmented"] == 4
+    again = run([*common, "--augmented", "2", "--pairs-cache", str(cache), "-o", str(tmp_path / "b.pt")])
+    assert again.exit_code == 2 and "holds 10 pairs" in again.output and "ask for 8" in again.output
+    too_many = run([*common, "--augmented", "50", "-o", str(tmp_path / "c.pt")])
+    assert too_many.exit_code != 0 and "50 augmented frames asked of 9" in too_many.output
+    assert "Traceback" not in too_many.output
