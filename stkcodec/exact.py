@@ -8,7 +8,7 @@ in which every tensor holds integers:
 * activations are integers in units of 2**-FRAC_BITS; weights are integers with one float
   scale per output channel;
 * matrix products are exact in any summation order (any BLAS, any blocking, any thread
-  count): in the "float64" arithmetic (every model before p5-10bit-int8) they are taken in
+  count): in the "float64" arithmetic (every shipped model's) they are taken in
   float64 over integer operands whose partial sums stay far below 2**53; in the "int8"
   arithmetic (`PriorConfig.arithmetic`) every operand of a product is first rounded to an
   integer of at most 127 in magnitude (7 bits for attention weights) on a step stored with the

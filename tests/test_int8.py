@@ -45,10 +45,10 @@ def test_attention_products_are_exact_over_a_long_cache():
 
 
 def test_a_naive_float32_product_is_not_exact_here():
-    """What `products32` guards against: one float32 product past 2**24 loses integers."""
-    a = np.full((1, 3000), 127, dtype=np.float32)
-    b = np.full((3000, 1), 127, dtype=np.float32)
-    b[::2] = 126
+    """What `products32` guards against: one float32 product past 2**24 loses integers (this sum,
+    3,001 x 127 x 127, is odd and above 2**25, so no float32 holds it, whatever the order)."""
+    a = np.full((1, 3001), 127, dtype=np.float32)
+    b = np.full((3001, 1), 127, dtype=np.float32)
     naive = (torch.from_numpy(a) @ torch.from_numpy(b)).numpy().astype(np.float64)
     assert not np.array_equal(naive, float64_products(a, b))
     assert np.array_equal(exact.products32(a, b, 127 * 127), float64_products(a, b))
