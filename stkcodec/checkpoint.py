@@ -15,6 +15,13 @@ objective's loss settings, the run's options and data) is in `provenance["recipe
 A model file (what `-o` writes and `models/` ships) is the same dict without the training
 state. A model's id is a hash of its config as stored and its weights, not of the file's
 bytes, so re-saving the same weights keeps the id.
+
+A *compact* model file (`compact_payload`, `stkc train compact`) holds the same weights
+losslessly compressed: `state_dict` is empty and `compact` holds each tensor's name, dtype and
+shape, and one uint8 tensor, the zlib stream of every tensor's bytes (sorted by name) each
+byte-shuffled (its elements' first bytes, then their second bytes, ...: the sign and exponent
+bytes of float16 weights compress well apart from their mantissas, as in Blosc and HDF5's
+shuffle filter). Reading one restores the tensors bit for bit before the id is checked.
 """
 
 from __future__ import annotations
@@ -24,14 +31,17 @@ import hashlib
 import importlib
 import io
 import json
+import math
 import pickle
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -141,11 +151,61 @@ def read_payload(path: str | Path) -> Any:
         raise BadInputError(f"{path}: not a file stkc can load ({first_line[:200]})") from None
 
 
+COMPACT_LEVEL = 9  # zlib's level for compact files (decompression is as fast at any level)
+MAX_COMPACT_BYTES = 1 << 30  # a compact file's weights may not expand past this
+
+
+def _shuffled(tensor: torch.Tensor) -> bytes:
+    """A tensor's bytes with its elements' k-th bytes together, for k = 0, 1, ..."""
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    return data.reshape(-1, tensor.element_size()).t().contiguous().numpy().tobytes()
+
+
+def compact_payload(payload: dict) -> dict:
+    """A model file's payload with its weights stored compact (see the module's docstring)."""
+    state_dict = payload["state_dict"]
+    names = sorted(state_dict)
+    blob = zlib.compress(b"".join(_shuffled(state_dict[name]) for name in names), COMPACT_LEVEL)
+    return {**payload, "state_dict": {},
+            "compact": {"names": names, "dtypes": [str(state_dict[n].dtype).removeprefix("torch.") for n in names],
+                        "shapes": [list(state_dict[n].shape) for n in names],
+                        "data": torch.frombuffer(bytearray(blob), dtype=torch.uint8)}}
+
+
+def expand_payload(payload: dict, source: str = "model") -> dict:
+    """The inverse of `compact_payload` (a payload that is not compact is returned as it is)."""
+    compact = payload.get("compact")
+    if compact is None:
+        return payload
+    try:
+        names, dtypes, shapes, data = compact["names"], compact["dtypes"], compact["shapes"], compact["data"]
+        kinds = [getattr(torch, dtype) for dtype in dtypes]
+        if not all(isinstance(kind, torch.dtype) for kind in kinds) or not len(names) == len(kinds) == len(shapes):
+            raise ValueError("names, dtypes and shapes disagree")
+        sizes = [math.prod(shape) * torch.empty(0, dtype=kind).element_size() for shape, kind in zip(shapes, kinds)]
+        if sum(sizes) > MAX_COMPACT_BYTES:
+            raise ValueError(f"{sum(sizes):,} bytes of weights")
+        expander = zlib.decompressobj()
+        raw = expander.decompress(data.numpy().tobytes(), sum(sizes))
+        if len(raw) != sum(sizes) or expander.unconsumed_tail or not expander.eof:
+            raise ValueError("the weights' stream has not the length their shapes say")
+    except (KeyError, TypeError, ValueError, AttributeError, zlib.error) as error:
+        raise BadInputError(f"{source}: damaged compact weights ({error})") from None
+    state_dict, offset, everything = {}, 0, np.frombuffer(bytearray(raw), dtype=np.uint8)  # writable
+    for name, kind, shape, size in zip(names, kinds, shapes, sizes):
+        element = torch.empty(0, dtype=kind).element_size()
+        unshuffled = np.ascontiguousarray(everything[offset : offset + size].reshape(element, -1).T).reshape(-1)
+        state_dict[name] = torch.from_numpy(unshuffled).view(kind).reshape(shape)
+        offset += size
+    return {key: value for key, value in payload.items() if key != "compact"} | {"state_dict": state_dict}
+
+
 def read_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
-    """Load and validate a checkpoint or model file; never unpickles arbitrary objects."""
+    """Load and validate a checkpoint or model file (compact or not); never unpickles arbitrary objects."""
     payload = read_payload(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise BadInputError(f"{path}: not a stkc model file")
+    payload = expand_payload(payload, str(path))
     if payload.get("format_version") != FORMAT_VERSION:
         raise BadInputError(
             f"{path}: model format version {payload.get('format_version')!r}, this stkc reads {FORMAT_VERSION}"

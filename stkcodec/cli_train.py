@@ -295,6 +295,12 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
               help="Channels of the coded latent per token cell.")
 @config_option("--width", type=click.IntRange(1), default=default("enhancer", "EnhancerConfig", "width"),
               show_default=True, help="Width of the encoder and decoder.")
+@config_option("--encoder-blocks", type=click.IntRange(1),
+              default=default("enhancer", "EnhancerConfig", "encoder_blocks"), show_default=True,
+              help="Residual blocks of the encoder (with --start-from, blocks it lacks start as the identity).")
+@config_option("--decoder-blocks", type=click.IntRange(1),
+              default=default("enhancer", "EnhancerConfig", "decoder_blocks"), show_default=True,
+              help="Residual blocks of the decoder (with --start-from, blocks it lacks start as the identity).")
 @config_option("--context-width", type=click.IntRange(1),
               default=default("enhancer", "EnhancerConfig", "context_width"), show_default=True,
               help="Width of the context network (the exact, integer part).")
@@ -388,6 +394,30 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, augmented,
              f"frames, levels 2-{config.levels + 1}")
     run(model, EnhancerObjective(loss, adopted=bool(start_from)), train_data, valid_data, run_config,
         state=resumed and resumed.state, provenance=provenance, log=lambda m: say(ctx, m))
+
+
+@train.command("compact", context_settings=CONTEXT)
+@click.argument("model_path", metavar="MODEL", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The compact model file to write (.pt).")
+@click.option("--force", is_flag=True, help="Replace an existing output.")
+@click.pass_context
+def train_compact(ctx: click.Context, model_path, output, force) -> None:
+    """Store a model file's weights losslessly compressed (each tensor's bytes shuffled, then
+    zlib): the same weights bit for bit and the same model id, about 13% fewer bytes (how the
+    shipped models fit their budget). MODEL may be compact already."""
+    from pathlib import Path
+
+    from .checkpoint import atomic_save, compact_payload, read_checkpoint
+    from .outputs import check_writable
+
+    check_writable(Path(output), force=force, inputs=[model_path])
+    payload = read_checkpoint(model_path)
+    if {"optimizer", "rng"} & set(payload):
+        raise click.UsageError(f"{model_path}: a training checkpoint; compact a model file (-o of stkc train)")
+    before = Path(model_path).stat().st_size
+    atomic_save(compact_payload(payload), output)
+    after = Path(output).stat().st_size
+    say(ctx, f"{output}: {payload['kind']} {payload['model_id'][:12]}, {after:,} bytes ({before:,} before)")
 
 
 @train.command("int8", context_settings=CONTEXT)

@@ -156,7 +156,9 @@ class Enhancer(nn.Module, ModelFile):
     def adopt(self, other: "Enhancer", lambdas: list[float]) -> list[str]:
         """Start from a trained `other` (same E, D and context shapes): every tensor of the same name
         and shape is copied; the per-level tables are copied for the levels they share and extended
-        past the last by the quantisation step λ^-1/2 predicts. Returns the names left as they were."""
+        past the last by the quantisation step λ^-1/2 predicts; residual blocks of E or D that
+        `other` lacks start as the identity (their last convolution at zero), so the model starts
+        where `other` stood. Returns the names left as they were."""
         own, theirs = self.state_dict(), other.state_dict()
         per_level = {"log_gain": 0.5, "log_inv_gain": -0.5, "anchor_log_scale": 0.5 / ANCHOR_RATE, "anchor_mean": 0.0}
         kept = []
@@ -172,6 +174,9 @@ class Enhancer(nn.Module, ModelFile):
                     tensor.copy_(source)
                 else:
                     kept.append(name)
+            for name in kept:
+                if name.startswith(("enc_blocks.", "dec_blocks.")) and ".conv2." in name:
+                    own[name].zero_()
         return kept
 
     # ---- the parts, each on a batch of tiles (B, ·, h·p, w·p) or latents (B, C, h, w)

@@ -312,3 +312,24 @@ def test_adopting_a_trained_model_starts_where_it_stood():
             before = trained(x, x0, torch.tensor([level]), training=False)
             after = grown.eval()(x, x0, torch.tensor([level]), training=False, tokens=tokens)
             assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+
+
+def test_adopted_blocks_start_as_the_identity():
+    """A model with more residual blocks in E and D than the model it adopts starts where that
+    model stood: the same latents, bits and pixels."""
+    import dataclasses
+
+    from stkcodec.enhancer import Enhancer
+
+    trained = tiny_enhancer(seed=4, context_gain=1.0)
+    deeper = Enhancer(dataclasses.replace(trained.config, encoder_blocks=3, decoder_blocks=2))
+    kept = deeper.adopt(trained, [0.002, 0.01, 0.05])
+    assert kept and all(name.startswith(("enc_blocks.1.", "enc_blocks.2.", "dec_blocks.1.")) for name in kept)
+    x = torch.from_numpy(np.array(make_image(150, 100, seed=9))).permute(2, 0, 1)[None].float() / 255
+    x0 = (x * 8).round() / 8
+    with torch.no_grad():
+        assert torch.equal(deeper.eval().encode(x, x0), trained.encode(x, x0))
+        for level in range(3):
+            before = trained(x, x0, torch.tensor([level]), training=False)
+            after = deeper(x, x0, torch.tensor([level]), training=False)
+            assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])

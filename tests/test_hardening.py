@@ -87,3 +87,68 @@ def test_sigkill_leaves_outputs_complete_or_absent(tmp_path, tiny_model_dir):
         assert (header.width, header.height) == (60, 40)
     assert all(p.name.startswith(".") for p in outputs.iterdir() if p.suffix != ".stkc")  # only hidden temporaries
     assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before  # inputs untouched
+
+
+def test_compact_model_files_hold_the_same_weights_and_id(tmp_path):
+    """`stkc train compact`: the weights bit for bit (every dtype, a one-element tensor too), the
+    same model id, fewer bytes; a compact file compacts again to the same weights."""
+    from click.testing import CliRunner
+
+    from stkcodec.checkpoint import read_checkpoint
+    from stkcodec.cli import main
+
+    tokenizer, prior = tiny_models()
+    plain = tmp_path / "prior.pt"
+    save_model(prior, plain, half=True)
+    compact = tmp_path / "prior-compact.pt"
+    result = CliRunner().invoke(main, ["train", "compact", str(plain), "-o", str(compact)])
+    assert result.exit_code == 0, result.output
+    assert compact.stat().st_size < plain.stat().st_size
+    before, after = read_checkpoint(plain), read_checkpoint(compact)
+    assert before["model_id"] == after["model_id"] and before["state_dict"].keys() == after["state_dict"].keys()
+    for name, tensor in before["state_dict"].items():
+        assert after["state_dict"][name].dtype == tensor.dtype and torch.equal(after["state_dict"][name], tensor)
+    assert torch.load(compact, weights_only=True)["state_dict"] == {}  # the weights are in the compact blob only
+    loaded, reference = load_model(compact, kind="prior"), load_model(plain, kind="prior")
+    assert loaded.model_id == reference.model_id
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values()))
+    again = tmp_path / "again.pt"
+    assert CliRunner().invoke(main, ["train", "compact", str(compact), "-o", str(again)]).exit_code == 0
+    assert read_checkpoint(again)["model_id"] == before["model_id"]
+    refused = CliRunner().invoke(main, ["train", "compact", str(compact), "-o", str(compact), "--force"])
+    assert refused.exit_code != 0 and "Traceback" not in refused.output
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "shape", "dtype"])
+def test_damaged_compact_weights_are_refused(tmp_path, damage):
+    from stkcodec.checkpoint import compact_payload, read_checkpoint
+
+    _, prior = tiny_models()
+    plain = tmp_path / "prior.pt"
+    save_model(prior, plain, half=True)
+    payload = compact_payload(read_checkpoint(plain))
+    compact = payload["compact"]
+    if damage == "truncated":
+        compact["data"] = compact["data"][: len(compact["data"]) // 2].clone()
+    elif damage == "flipped":
+        compact["data"][len(compact["data"]) // 2] ^= 0x10
+    elif damage == "shape":
+        compact["shapes"][0] = [10**7, 10**7]
+    else:
+        compact["dtypes"][0] = "Tensor"
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises((BadInputError, ModelMismatchError)):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_the_shipped_models_fit_their_budget():
+    """Every shipped model's files together weigh under 40 MB (models/README.md)."""
+    from pathlib import Path
+
+    import stkcodec
+
+    models = Path(stkcodec.__file__).resolve().parent.parent / "models"
+    files = list(models.glob("*/*.pt"))
+    if not files:
+        pytest.skip("no models/ folder beside the package (an installed wheel)")
+    assert sum(f.stat().st_size for f in files) < 40_000_000
