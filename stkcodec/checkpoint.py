@@ -182,6 +182,8 @@ def expand_payload(payload: dict, source: str = "model") -> dict:
         kinds = [getattr(torch, dtype) for dtype in dtypes]
         if not all(isinstance(kind, torch.dtype) for kind in kinds) or not len(names) == len(kinds) == len(shapes):
             raise ValueError("names, dtypes and shapes disagree")
+        if not all(isinstance(d, int) and d >= 0 for shape in shapes for d in shape):
+            raise ValueError("a shape that is not a list of sizes")
         sizes = [math.prod(shape) * torch.empty(0, dtype=kind).element_size() for shape, kind in zip(shapes, kinds)]
         if sum(sizes) > MAX_COMPACT_BYTES:
             raise ValueError(f"{sum(sizes):,} bytes of weights")

@@ -119,7 +119,7 @@ def test_compact_model_files_hold_the_same_weights_and_id(tmp_path):
     assert refused.exit_code != 0 and "Traceback" not in refused.output
 
 
-@pytest.mark.parametrize("damage", ["truncated", "flipped", "shape", "dtype"])
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "shape", "negative", "dtype"])
 def test_damaged_compact_weights_are_refused(tmp_path, damage):
     from stkcodec.checkpoint import compact_payload, read_checkpoint
 
@@ -134,6 +134,8 @@ def test_damaged_compact_weights_are_refused(tmp_path, damage):
         compact["data"][len(compact["data"]) // 2] ^= 0x10
     elif damage == "shape":
         compact["shapes"][0] = [10**7, 10**7]
+    elif damage == "negative":
+        compact["shapes"][0] = [-1] + compact["shapes"][0]
     else:
         compact["dtypes"][0] = "Tensor"
     torch.save(payload, tmp_path / "bad.pt")
