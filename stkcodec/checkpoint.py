@@ -184,7 +184,8 @@ def expand_payload(payload: dict, source: str = "model") -> dict:
             raise ValueError("names, dtypes and shapes disagree")
         if not all(isinstance(d, int) and d >= 0 for shape in shapes for d in shape):
             raise ValueError("a shape that is not a list of sizes")
-        sizes = [math.prod(shape) * torch.empty(0, dtype=kind).element_size() for shape, kind in zip(shapes, kinds)]
+        elements = [torch.empty(0, dtype=kind).element_size() for kind in kinds]
+        sizes = [math.prod(shape) * element for shape, element in zip(shapes, elements)]
         if sum(sizes) > MAX_COMPACT_BYTES:
             raise ValueError(f"{sum(sizes):,} bytes of weights")
         expander = zlib.decompressobj()
@@ -194,8 +195,7 @@ def expand_payload(payload: dict, source: str = "model") -> dict:
     except (KeyError, TypeError, ValueError, AttributeError, zlib.error) as error:
         raise BadInputError(f"{source}: damaged compact weights ({error})") from None
     state_dict, offset, everything = {}, 0, np.frombuffer(bytearray(raw), dtype=np.uint8)  # writable
-    for name, kind, shape, size in zip(names, kinds, shapes, sizes):
-        element = torch.empty(0, dtype=kind).element_size()
+    for name, kind, shape, size, element in zip(names, kinds, shapes, sizes, elements):
         unshuffled = np.ascontiguousarray(everything[offset : offset + size].reshape(element, -1).T).reshape(-1)
         state_dict[name] = torch.from_numpy(unshuffled).view(kind).reshape(shape)
         offset += size

@@ -90,8 +90,8 @@ def test_sigkill_leaves_outputs_complete_or_absent(tmp_path, tiny_model_dir):
 
 
 def test_compact_model_files_hold_the_same_weights_and_id(tmp_path):
-    """`stkc train compact`: the weights bit for bit (every dtype, a one-element tensor too), the
-    same model id, fewer bytes; a compact file compacts again to the same weights."""
+    """`stkc train compact`: the weights bit for bit (dtypes included), the same model id, fewer
+    bytes; a compact file compacts again to the same weights; a file is never its own output."""
     from click.testing import CliRunner
 
     from stkcodec.checkpoint import read_checkpoint
