@@ -306,6 +306,10 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
               help="Width of the context network (the exact, integer part).")
 @config_option("--base-context/--no-base-context", "base_context", default=True, show_default=True,
               help="The entropy model also reads the base tokens (an embedding and a small integer network).")
+@config_option("--distribution", type=click.Choice(["gaussian", "laplace"]),
+              default=default("enhancer", "EnhancerConfig", "distribution"), show_default=True,
+              help="The family of the coding tables (with --start-from a Gaussian model, a Laplace one starts "
+                   "from its scales moved to match).")
 @click.option("--start-from", type=click.Path(),
               help="Start from a trained enhancer's weights (a new run: the shared tensors copied, new levels "
                    "extended from its last, a new base network starting at zero).")

@@ -3,9 +3,9 @@
 Everything that decides a probability is computed as in `exact.py`: integers in units of
 2**-FRAC_BITS, products in float64 over integer operands (exact in any order), every other step
 one correctly rounded IEEE operation followed by round-half-to-even. Gains come from an exp2 built
-of sqrt and products (`exp2`), never from libm. The coding tables (one discretised Gaussian per
-scale of `enhancer.SCALE_MIN * 2**(k / SCALE_STEPS)`) are integrated the same way, so they are
-the same on every machine and need not be stored.
+of sqrt and products (`exp2`), never from libm. The coding tables (one discretised Gaussian, or
+Laplace for a model of that `distribution`, per scale of `enhancer.SCALE_MIN * 2**(k / SCALE_STEPS)`)
+are integrated the same way, so they are the same on every machine and need not be stored.
 
 Symbols are coded with constriction's queue coder: per pass of the checkerboard, the symbols of
 the pass sorted (stably) by their scale index, each run of one index with that index's table.
@@ -59,18 +59,37 @@ def table_scales() -> np.ndarray:
     return np.array([SCALE_MIN * math.ldexp(steps[k % SCALE_STEPS], k // SCALE_STEPS) for k in range(SCALES)])
 
 
-@functools.cache
-def coding_tables() -> tuple[np.ndarray, tuple]:
-    """(SCALES, 2*SYMBOL_RANGE+1) unnormalised probabilities of symbols -R..R under each table's
-    zero-mean Gaussian (midpoint rule, TABLE_SAMPLES per bin), and constriction's model of each."""
-    scales = table_scales()[:, None, None]  # (K, 1, 1)
+def _gaussian_table(scales: np.ndarray) -> np.ndarray:
+    """(K, V): each symbol's bin of a zero-mean Gaussian, midpoint rule, TABLE_SAMPLES per bin."""
     offsets = (np.arange(TABLE_SAMPLES) + 0.5) / TABLE_SAMPLES - 0.5  # (S,)
     points = np.arange(-SYMBOL_RANGE, SYMBOL_RANGE + 1, dtype=np.float64)[None, :, None] + offsets  # (1, V, S)
-    z = points * points / (2.0 * scales * scales) * LOG2_E  # density exp(-t²/2σ²) = 2**-z
+    z = points * points / (2.0 * scales[:, None, None] ** 2) * LOG2_E  # density exp(-t²/2σ²) = 2**-z
     density = exp2(-z)  # (K, V, S)
     table = np.zeros(density.shape[:2])
     for sample in range(TABLE_SAMPLES):  # a fixed order of additions
         table = table + density[:, :, sample]
+    return table
+
+
+def _laplace_table(scales: np.ndarray) -> np.ndarray:
+    """(K, V): each symbol's bin of a zero-mean Laplace of diversity b, integrated in closed form:
+    1 - 2**(-(½·log2 e)/b) at 0, ½·(2**(-((|s| - ½)·log2 e)/b) - 2**(-((|s| + ½)·log2 e)/b)) elsewhere."""
+    magnitude = np.abs(np.arange(-SYMBOL_RANGE, SYMBOL_RANGE + 1, dtype=np.float64))[None, :]  # (1, V)
+    b = scales[:, None]  # (K, 1)
+    inner = exp2(-(np.maximum(magnitude - 0.5, 0.5) * LOG2_E) / b)
+    outer = exp2(-((magnitude + 0.5) * LOG2_E) / b)
+    return np.where(magnitude == 0, 1.0 - inner, 0.5 * (inner - outer))
+
+
+TABLE_FAMILIES = {"gaussian": _gaussian_table, "laplace": _laplace_table}
+
+
+@functools.cache
+def coding_tables(distribution: str = "gaussian") -> tuple[np.ndarray, tuple]:
+    """(SCALES, 2*SYMBOL_RANGE+1) unnormalised probabilities of symbols -R..R under each table's
+    zero-mean distribution of `table_scales()[k]` (a Gaussian's σ or a Laplace's diversity), and
+    constriction's model of each."""
+    table = TABLE_FAMILIES[distribution](table_scales())
     models = tuple(constriction.stream.model.Categorical(row, perfect=False) for row in table)
     return table, models
 
@@ -95,6 +114,7 @@ class ExactEnhancerEntropy:
     def __init__(self, model: Enhancer) -> None:
         config = model.config
         self.levels, self.channels = config.levels, config.latent_channels
+        self.distribution = config.distribution
         log_gain, log_inv_gain = _float64(model.log_gain), _float64(model.log_inv_gain)  # (L, C)
         self.gain = exp2(log_gain * LOG2_E)  # (L, C)
         self.inv_gain = exp2(log_inv_gain * LOG2_E)
@@ -234,21 +254,23 @@ class ChunkCoder:
         anchors = [np.clip(np.round(y[self.anchor_cells] - self._own(self.anchor_mean, stream) / ONE), -SYMBOL_RANGE,
                            SYMBOL_RANGE).astype(np.int64) for stream, y in enumerate(flat)]
         for stream, (encoder, anchor) in enumerate(zip(encoders, anchors)):
-            _encode_pass(encoder, anchor, self._own(self.anchor_index, stream))
+            _encode_pass(encoder, anchor, self._own(self.anchor_index, stream), self.entropy.distribution)
         others, other_means = [], []
         for encoder, y, (mean, index) in zip(encoders, flat, self._other_parameters(anchors)):
             other = np.clip(np.round(y[self.other_cells] - mean / ONE), -SYMBOL_RANGE, SYMBOL_RANGE).astype(np.int64)
-            _encode_pass(encoder, other, index)
+            _encode_pass(encoder, other, index, self.entropy.distribution)
             others.append(other)
             other_means.append(mean)
         return self._grids(anchors, others, other_means)
 
     def decode(self, decoders: list) -> list[tuple[np.ndarray, np.ndarray]]:
         """The inverse of `encode`: per stream (symbols, means in integer units) (n, C, h, w)."""
-        anchors = [_decode_pass(decoder, self._own(self.anchor_index, stream)) for stream, decoder in enumerate(decoders)]
+        family = self.entropy.distribution
+        anchors = [_decode_pass(decoder, self._own(self.anchor_index, stream), family)
+                   for stream, decoder in enumerate(decoders)]
         others, other_means = [], []
         for decoder, (mean, index) in zip(decoders, self._other_parameters(anchors)):
-            others.append(_decode_pass(decoder, index))
+            others.append(_decode_pass(decoder, index, family))
             other_means.append(mean)
         return self._grids(anchors, others, other_means)
 
@@ -273,16 +295,16 @@ def select_base(base: tuple[np.ndarray, np.ndarray] | None, streams: Sequence[in
     return tuple(part[rows] for part in base)
 
 
-def _encode_pass(encoder, symbols: np.ndarray, indices: np.ndarray) -> None:
-    _, models = coding_tables()
+def _encode_pass(encoder, symbols: np.ndarray, indices: np.ndarray, distribution: str) -> None:
+    _, models = coding_tables(distribution)
     order, runs = _runs(indices)
     coded = (symbols[order] + SYMBOL_RANGE).astype(np.int32)
     for table, start, stop in runs:
         encoder.encode(coded[start:stop], models[table])
 
 
-def _decode_pass(decoder, indices: np.ndarray) -> np.ndarray:
-    _, models = coding_tables()
+def _decode_pass(decoder, indices: np.ndarray, distribution: str) -> np.ndarray:
+    _, models = coding_tables(distribution)
     order, runs = _runs(indices)
     symbols = np.empty(len(indices), dtype=np.int64)
     for table, start, stop in runs:

@@ -99,13 +99,15 @@ TINY_ENHANCER = EnhancerConfig(levels=3, latent_channels=4, width=8, encoder_blo
                                context_width=8, refine_channels=4)
 
 
-def tiny_enhancer(seed: int = 0, context_gain: float = 20.0, *, tokens: bool = False) -> Enhancer:
+def tiny_enhancer(seed: int = 0, context_gain: float = 20.0, *, tokens: bool = False,
+                  distribution: str = "gaussian") -> Enhancer:
     """A random enhancement layer whose output is not the base's (its last layers start at zero);
     `context_gain` scales the context network's outputs (wild means and scales test the coder);
-    with `tokens`, its entropy model reads the tiny tokenizer's tokens too."""
+    with `tokens`, its entropy model reads the tiny tokenizer's tokens too; `distribution`, the
+    family of its coding tables."""
     torch.manual_seed(seed)
     enhancer = Enhancer(dataclasses.replace(TINY_ENHANCER, token_values=2**TINY_TOKENIZER.bits if tokens else 0,
-                                            token_width=4))
+                                            token_width=4, distribution=distribution))
     enhancer.initialise_gains([0.002, 0.01, 0.05])
     with torch.no_grad():
         enhancer.dec_out.weight.normal_(0, 0.02)
@@ -127,6 +129,12 @@ def tiny_layered_model() -> CodecModel:
 def tiny_token_layered_model() -> CodecModel:
     """As tiny_layered_model, with an enhancement layer whose entropy model reads the base tokens."""
     return CodecModel(*tiny_models(), tiny_enhancer(tokens=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_laplace_layered_model() -> CodecModel:
+    """As tiny_token_layered_model, with Laplace coding tables."""
+    return CodecModel(*tiny_models(), tiny_enhancer(tokens=True, distribution="laplace"))
 
 
 @pytest.fixture(scope="session")

@@ -21,13 +21,16 @@ from .conftest import make_image, tiny_enhancer
 
 # sha256 of the coding tables' float64 bytes: built from exact IEEE operations only, they are the
 # same on every machine and every NumPy (a change here changes every enhanced file's bytes)
-TABLES_SHA256 = None
+TABLES_SHA256 = "f245b12db6e6b08753f8b1940266e24a4e3557639f950ccee36c9d4fccb6cee0"
+LAPLACE_TABLES_SHA256 = "dfdb34fb96146d7fb77aebf499eb5ca161744e09d14471c60a5e74f4e28e8a4a"
 
 
-@pytest.fixture(scope="module", params=["anchor tables", "base tokens"])
-def codec(request, tiny_layered_model, tiny_token_layered_model):
-    """Both kinds of entropy model: anchors from per-level tables, or from the base tokens."""
-    return Codec(tiny_layered_model if request.param == "anchor tables" else tiny_token_layered_model)
+@pytest.fixture(scope="module", params=["anchor tables", "base tokens", "laplace"])
+def codec(request, tiny_layered_model, tiny_token_layered_model, tiny_laplace_layered_model):
+    """Every kind of entropy model: anchors from per-level tables, or from the base tokens, and
+    Laplace coding tables."""
+    return Codec({"anchor tables": tiny_layered_model, "base tokens": tiny_token_layered_model,
+                  "laplace": tiny_laplace_layered_model}[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,36 @@ def test_coding_tables_are_fixed():
         assert digest == TABLES_SHA256
 
 
+def test_laplace_tables_are_fixed_and_match_the_float_model():
+    """The Laplace tables: peaked at 0, the same bits on every machine, and the float model's
+    estimate of each symbol's cost (what training minimises) within 10^-3 bits of theirs, where
+    the table's mass past ±255 does not matter."""
+    from stkcodec.enhancer import laplace_bits
+
+    table, models = coding_tables("laplace")
+    assert table.shape == (80, 511) and len(models) == 80
+    assert np.argmax(table, axis=1).tolist() == [255] * 80
+    assert not np.array_equal(table, coding_tables("gaussian")[0])
+    digest = hashlib.sha256(table.tobytes()).hexdigest()
+    if LAPLACE_TABLES_SHA256 is not None:
+        assert digest == LAPLACE_TABLES_SHA256
+    probabilities = table / table.sum(1, keepdims=True)
+    symbols = torch.arange(-8, 9, dtype=torch.float64)
+    for k in (0, 16, 32, 48):
+        estimate = laplace_bits(symbols, torch.tensor(table_scales()[k], dtype=torch.float64)).numpy()
+        assert np.abs(estimate + np.log2(probabilities[k, 255 - 8 : 255 + 9])).max() < 1e-3
+
+
+def test_laplace_bits_have_finite_gradients_everywhere():
+    from stkcodec.enhancer import laplace_bits
+
+    residual = torch.linspace(-4, 4, 81, requires_grad=True)
+    scale = torch.full((81,), 0.3, requires_grad=True)
+    laplace_bits(residual, scale).sum().backward()
+    assert torch.isfinite(residual.grad).all() and torch.isfinite(scale.grad).all()
+    assert (residual.grad[:40] < 0).all() and (residual.grad[41:] > 0).all()  # cheaper towards 0
+
+
 def _chunk_round_trip(entropy, level, latents, tokens=None):
     encoder = constriction.stream.queue.RangeEncoder()
     coder = ChunkCoder(entropy, level, latents.shape, chunk_base(entropy, tokens, latents.shape))
@@ -69,9 +102,9 @@ def _chunk_round_trip(entropy, level, latents, tokens=None):
 
 
 @pytest.mark.parametrize("level", [0, 2])
-@pytest.mark.parametrize("reads_tokens", [False, True])
-def test_chunk_symbols_round_trip_exactly(level, reads_tokens):
-    entropy = ExactEnhancerEntropy(tiny_enhancer(tokens=reads_tokens))
+@pytest.mark.parametrize("reads_tokens, distribution", [(False, "gaussian"), (True, "gaussian"), (True, "laplace")])
+def test_chunk_symbols_round_trip_exactly(level, reads_tokens, distribution):
+    entropy = ExactEnhancerEntropy(tiny_enhancer(tokens=reads_tokens, distribution=distribution))
     rng = np.random.default_rng(level)
     latents = rng.normal(0, 3, (3, 4, 20, 30))
     tokens = rng.integers(0, 64, (1, 3, 20, 30)) if reads_tokens else None
@@ -247,8 +280,8 @@ def test_version_2_files_refuse_trailing_segments(codec, frames):
         bitstream.parse(as_v2.pack() + payload + data[header.base_bytes :])
 
 
-@pytest.mark.parametrize("reads_tokens", [False, True])
-def test_float_bits_match_the_coded_bytes(tiny_codec_model, frames, reads_tokens):
+@pytest.mark.parametrize("reads_tokens, distribution", [(False, "gaussian"), (True, "gaussian"), (True, "laplace")])
+def test_float_bits_match_the_coded_bytes(tiny_codec_model, frames, reads_tokens, distribution):
     """The exact entropy model codes within a few percent of the float model's estimate (a tame
     model: under a wild one, symbols far out in a table's tail cost constriction's floor of 24
     bits where the float estimate goes on to 30)."""
@@ -256,7 +289,7 @@ def test_float_bits_match_the_coded_bytes(tiny_codec_model, frames, reads_tokens
 
     from stkcodec.enhancer import ANCHOR_RATE
 
-    enhancer = tiny_enhancer(seed=1, context_gain=1.0, tokens=reads_tokens)
+    enhancer = tiny_enhancer(seed=1, context_gain=1.0, tokens=reads_tokens, distribution=distribution)
     with torch.no_grad():  # anchors modelled about as wide as their symbols are
         enhancer.anchor_log_scale.fill_(1.0 / ANCHOR_RATE)
     codec = Codec(CodecModel(tiny_codec_model.tokenizer, tiny_codec_model.prior, enhancer))
@@ -333,3 +366,32 @@ def test_adopted_blocks_start_as_the_identity():
             before = trained(x, x0, torch.tensor([level]), training=False)
             after = deeper(x, x0, torch.tensor([level]), training=False)
             assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+
+
+def test_a_laplace_model_adopting_a_gaussian_one_codes_the_same_symbols():
+    """`adopt` from a Gaussian model into a Laplace one: the same latents, symbols and pixels
+    (means do not move), every log scale moved by LAPLACE_SHIFT, and the bits estimated under
+    Laplace tables."""
+    import dataclasses
+
+    from stkcodec.enhancer import ANCHOR_RATE, LAPLACE_SHIFT, Enhancer
+
+    trained = tiny_enhancer(seed=5, context_gain=1.0)
+    laplace = Enhancer(dataclasses.replace(trained.config, distribution="laplace"))
+    assert laplace.adopt(trained, [0.002, 0.01, 0.05]) == []
+    assert torch.allclose(laplace.anchor_log_scale, trained.anchor_log_scale + LAPLACE_SHIFT / ANCHOR_RATE)
+    x = torch.from_numpy(np.array(make_image(150, 100, seed=3))).permute(2, 0, 1)[None].float() / 255
+    x0 = (x * 8).round() / 8
+    with torch.no_grad():
+        before = trained(x, x0, torch.tensor([1]), training=False)
+        after = laplace.eval()(x, x0, torch.tensor([1]), training=False)
+    assert torch.equal(before[0], after[0]) and not torch.equal(before[1], after[1])
+    with pytest.raises(ValueError, match="adopting a laplace model"):
+        Enhancer(trained.config).adopt(laplace, [0.002, 0.01, 0.05])
+
+
+def test_an_unknown_distribution_is_refused():
+    from stkcodec.enhancer import EnhancerConfig
+
+    with pytest.raises(ValueError, match="one of gaussian, laplace"):
+        EnhancerConfig(distribution="cauchy")
