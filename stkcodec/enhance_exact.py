@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .enhancer import ANCHOR_RATE, SCALE_MIN, SCALE_STEPS, SCALES, Enhancer, checkerboard
+from .enhancer import ANCHOR_RATE, LAPLACE_DIVERSITY, SCALE_MIN, SCALE_STEPS, SCALES, Enhancer, checkerboard
 from .exact import EXP2_FRACTION, EXP_STEPS, FRAC_BITS, LOG2_E, WEIGHT_BITS, _float64, _matmul, root_products
 
 SYMBOL_RANGE = 255  # symbols are clamped to [-SYMBOL_RANGE, SYMBOL_RANGE] (part of the format)
@@ -72,10 +72,11 @@ def _gaussian_table(scales: np.ndarray) -> np.ndarray:
 
 
 def _laplace_table(scales: np.ndarray) -> np.ndarray:
-    """(K, V): each symbol's bin of a zero-mean Laplace of diversity b, integrated in closed form:
-    1 - 2**(-(½·log2 e)/b) at 0, ½·(2**(-((|s| - ½)·log2 e)/b) - 2**(-((|s| + ½)·log2 e)/b)) elsewhere."""
+    """(K, V): each symbol's bin of a zero-mean Laplace of diversity b = scale · LAPLACE_DIVERSITY
+    (an exact power of two), integrated in closed form: 1 - 2**(-(½·log2 e)/b) at 0,
+    ½·(2**(-((|s| - ½)·log2 e)/b) - 2**(-((|s| + ½)·log2 e)/b)) elsewhere."""
     magnitude = np.abs(np.arange(-SYMBOL_RANGE, SYMBOL_RANGE + 1, dtype=np.float64))[None, :]  # (1, V)
-    b = scales[:, None]  # (K, 1)
+    b = scales[:, None] * LAPLACE_DIVERSITY  # (K, 1)
     inner = exp2(-(np.maximum(magnitude - 0.5, 0.5) * LOG2_E) / b)
     outer = exp2(-((magnitude + 0.5) * LOG2_E) / b)
     return np.where(magnitude == 0, 1.0 - inner, 0.5 * (inner - outer))
@@ -87,7 +88,8 @@ TABLE_FAMILIES = {"gaussian": _gaussian_table, "laplace": _laplace_table}
 @functools.cache
 def coding_tables(distribution: str = "gaussian") -> tuple[np.ndarray, tuple]:
     """(SCALES, 2*SYMBOL_RANGE+1) unnormalised probabilities of symbols -R..R under each table's
-    zero-mean distribution of `table_scales()[k]` (a Gaussian's σ or a Laplace's diversity), and
+    zero-mean distribution of `table_scales()[k]` (a Gaussian's σ, or a Laplace's diversity over
+    LAPLACE_DIVERSITY), and
     constriction's model of each."""
     table = TABLE_FAMILIES[distribution](table_scales())
     models = tuple(constriction.stream.model.Categorical(row, perfect=False) for row in table)

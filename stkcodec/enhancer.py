@@ -52,7 +52,13 @@ LOG_SCALE_MAX = LOG_SCALE_MIN + (SCALES - 1) * math.log(2) / SCALE_STEPS
 # tables of scale σ·e^LAPLACE_SHIFT cost 3.5% fewer bits than its own Gaussian tables, and the
 # tables of the symbols' real frequencies 4.3% fewer (shared notes' successors: issue 19's note).
 DISTRIBUTIONS = ("gaussian", "laplace")
-LAPLACE_SHIFT = -0.4  # log scale a Laplace model adopting a Gaussian one starts from: b = σ·e^shift
+# A Laplace table's diversity is its scale times this: the smallest, b = 0.0275, codes a zero for
+# 2·10^-8 bits as the smallest Gaussian (σ = 0.11) does for 10^-5; at b = 0.11 a zero would cost
+# 0.015 bits, and most of the latent's symbols are zeros coded with the smallest table.
+LAPLACE_DIVERSITY = 0.25
+# A Laplace model adopting a Gaussian one moves its log scales by this: b = σ·e^-0.4 fitted best
+# the Gaussian model's symbols (the measurement above).
+LAPLACE_SHIFT = -0.4 - math.log(LAPLACE_DIVERSITY)
 # The anchors' means and log scales are stored divided by this: a per-channel parameter moves by
 # about the learning rate per Adam step, and these must travel a few units (σ from 1 to 0.11).
 ANCHOR_RATE = 10.0
@@ -122,7 +128,12 @@ def laplace_bits(residual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return -torch.where(lower >= 0, tail, centre) / math.log(2)
 
 
-SYMBOL_BITS = {"gaussian": gaussian_bits, "laplace": laplace_bits}
+def table_laplace_bits(residual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """laplace_bits of a Laplace table's `scale`: its diversity is LAPLACE_DIVERSITY times that."""
+    return laplace_bits(residual, scale * LAPLACE_DIVERSITY)
+
+
+SYMBOL_BITS = {"gaussian": gaussian_bits, "laplace": table_laplace_bits}
 
 
 def _round(values: torch.Tensor, training: bool) -> torch.Tensor:
