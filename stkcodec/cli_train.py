@@ -391,7 +391,11 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, augmented,
     provenance = {"base_tokenizer_id": tokenizer.model_id}
     if start_from:
         trained = load_model(start_from, kind="enhancer")
-        kept = model.adopt(trained, list(values))
+        try:
+            kept = model.adopt(trained, list(values))
+        except ValueError as error:
+            raise click.UsageError(f"--start-from {start_from}: {error} (give --distribution "
+                                   f"{trained.config.distribution})") from None
         provenance["started_from"] = {"file": str(Path(start_from).resolve()), "model_id": trained.model_id}
         say(ctx, f"starting from {start_from} ({trained.model_id[:8]}); new: {', '.join(kept) or 'nothing'}")
     say(ctx, f"enhancer: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training "

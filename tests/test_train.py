@@ -317,6 +317,15 @@ def test_train_enhancer_starts_from_a_trained_one_with_more_levels(tmp_path, fra
     both = run([*common, "--start-from", str(tmp_path / "a.pt"), "--resume", str(tmp_path / "b.pt"), "-o",
                 str(tmp_path / "c.pt")])
     assert both.exit_code == 2 and "give one of them" in both.output
+    laplace = run([*common, "--lambdas", "0.001,0.01,0.05", "--distribution", "laplace", "--start-from",
+                   str(tmp_path / "b.pt"), "--quiet", "-o", str(tmp_path / "l.pt")])
+    assert laplace.exit_code == 0, laplace.output
+    assert read_checkpoint(tmp_path / "l.pt")["config"]["distribution"] == "laplace"
+    assert read_checkpoint(tmp_path / "b.pt")["config"]["distribution"] == "gaussian"
+    back = run([*common, "--lambdas", "0.001,0.01,0.05", "--start-from", str(tmp_path / "l.pt"), "-o",
+                str(tmp_path / "g.pt")])
+    assert back.exit_code == 2 and "give --distribution laplace" in back.output
+    assert not (tmp_path / "g.pt").exists()
 
 
 def test_colour_augment_is_seeded_keeps_the_shape_and_changes_the_look():
