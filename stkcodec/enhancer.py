@@ -48,9 +48,9 @@ LOG_SCALE_MIN = math.log(SCALE_MIN)
 LOG_SCALE_MAX = LOG_SCALE_MIN + (SCALES - 1) * math.log(2) / SCALE_STEPS
 # The coded distributions: a model's `distribution` picks the family of every table (a property of
 # the model, as `token_values` is). Laplace fits the latents' peaked, heavy-tailed symbols better:
-# on the shipped Gaussian model's symbols (p5-10bit-aug, 200 valid frames, levels 2-8), Laplace
-# tables of scale σ·e^LAPLACE_SHIFT cost 3.5% fewer bits than its own Gaussian tables, and the
-# tables of the symbols' real frequencies 4.3% fewer (shared notes' successors: issue 19's note).
+# on a Gaussian model's symbols (p5-10bit-aug's, 200 valid frames, levels 2-8), Laplace
+# tables of diversity σ·e^-0.4 cost 3.5% fewer bits than its own Gaussian tables, and the
+# tables of the symbols' real frequencies 4.3% fewer (models/README.md, p5-10bit-laplace).
 DISTRIBUTIONS = ("gaussian", "laplace")
 # A Laplace table's diversity is its scale times this: the smallest, b = 0.0275, codes a zero for
 # 2·10^-8 bits as the smallest Gaussian (σ = 0.11) does for 10^-5; at b = 0.11 a zero would cost
