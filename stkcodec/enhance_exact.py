@@ -45,7 +45,14 @@ def exp2(values: np.ndarray) -> np.ndarray:
     top = steps >= FRACTION_STEPS
     steps = np.where(top, 0, steps).astype(np.int64)
     fraction = EXP2_FRACTION[steps >> 8] * FINE_FRACTION[steps & 255]
-    return np.ldexp(np.where(top, 1.0, 2.0 * fraction), whole.astype(np.int64))
+    return _normal(np.ldexp(np.where(top, 1.0, 2.0 * fraction), whole.astype(np.int64)))
+
+
+def _normal(values: np.ndarray) -> np.ndarray:
+    """Subnormal values -> 0. A process may flush subnormals to zero (training does:
+    torch.set_flush_denormal) or not, so they would make the tables differ between processes;
+    every normal result is the same either way, and a subnormal one is 0 in both."""
+    return np.where(values < np.finfo(np.float64).tiny, 0.0, values)
 
 
 def table_scales() -> np.ndarray:
@@ -89,9 +96,8 @@ TABLE_FAMILIES = {"gaussian": _gaussian_table, "laplace": _laplace_table}
 def coding_tables(distribution: str = "gaussian") -> tuple[np.ndarray, tuple]:
     """(SCALES, 2*SYMBOL_RANGE+1) unnormalised probabilities of symbols -R..R under each table's
     zero-mean distribution of `table_scales()[k]` (a Gaussian's σ, or a Laplace's diversity over
-    LAPLACE_DIVERSITY), and
-    constriction's model of each."""
-    table = TABLE_FAMILIES[distribution](table_scales())
+    LAPLACE_DIVERSITY), and constriction's model of each."""
+    table = _normal(TABLE_FAMILIES[distribution](table_scales()))
     models = tuple(constriction.stream.model.Categorical(row, perfect=False) for row in table)
     return table, models
 

@@ -219,10 +219,10 @@ class Enhancer(nn.Module, ModelFile):
                 if name.startswith(("enc_blocks.", "dec_blocks.")) and ".conv2." in name:
                     own[name].zero_()
             if (self.config.distribution, other.config.distribution) == ("laplace", "gaussian"):
-                # every log scale moves by LAPLACE_SHIFT: the anchors' tables and the context's output
-                shift = LAPLACE_SHIFT
-                own["anchor_log_scale"] += shift / ANCHOR_RATE
-                own["ctx_out.bias"][self.config.latent_channels :] += shift
+                # every log scale moves: the anchors' tables and the context network's log-scale outputs
+                # (the base network's add to the anchors' and start from the adopted model's)
+                own["anchor_log_scale"] += LAPLACE_SHIFT / ANCHOR_RATE
+                own["ctx_out.bias"][self.config.latent_channels :] += LAPLACE_SHIFT
             elif self.config.distribution != other.config.distribution:
                 raise ValueError(f"adopting a {other.config.distribution} model into a {self.config.distribution} one")
         return kept
