@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from stkcodec.data import BasePairs
-from stkcodec.enhance_exact import SYMBOL_RANGE, coding_tables, table_scales
-from stkcodec.enhancer import ANCHOR_RATE, LOG_SCALE_MIN, SCALE_STEPS, SCALES, checkerboard
+from stkcodec.enhance_exact import SYMBOL_RANGE, _laplace_table, coding_tables, table_scales
+from stkcodec.enhancer import ANCHOR_RATE, LAPLACE_DIVERSITY, LOG_SCALE_MIN, SCALE_STEPS, SCALES, checkerboard
 from stkcodec.zoo import CodecModel
 
 R = SYMBOL_RANGE
@@ -55,10 +55,8 @@ def symbols(model, pairs: BasePairs) -> dict[int, tuple[np.ndarray, np.ndarray]]
 
 
 def laplace(shift: float) -> np.ndarray:
-    b = (table_scales() * math.exp(shift))[:, None]
-    t = np.abs(np.arange(-R, R + 1))[None, :]
-    p = np.where(t == 0, 1 - np.exp(-0.5 / b), 0.5 * (np.exp(-(t - 0.5) / b) - np.exp(-(t + 0.5) / b)))
-    p = np.maximum(p, 1e-300)
+    """The coder's own Laplace tables (`enhance_exact._laplace_table`), of diversity b = scale · e^shift, normalised."""
+    p = np.maximum(_laplace_table(table_scales() * math.exp(shift) / LAPLACE_DIVERSITY), 1e-300)
     return p / p.sum(1, keepdims=True)
 
 
