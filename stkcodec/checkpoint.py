@@ -22,6 +22,13 @@ shape, and one uint8 tensor, the zlib stream of every tensor's bytes (sorted by 
 byte-shuffled (its elements' first bytes, then their second bytes, ...: the sign and exponent
 bytes of float16 weights compress well apart from their mantissas, as in Blosc and HDF5's
 shuffle filter). Reading one restores the tensors bit for bit before the id is checked.
+
+A model file may *borrow* tensors from another model file of the same kind (`borrowing_payload`,
+`stkc train compact --borrow-from`): `borrowed` names that file (a path relative to the
+borrower's folder), its model id and the tensors taken from it, which the borrower does not
+store. An enhancement layer trained with E and D kept (`--keep-transforms`) ships as its entropy
+model alone, beside the model it started from. Reading one reads the lender (which may not
+borrow in turn), checks its id, and takes the tensors; the borrower's own id then covers them.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import importlib
 import io
 import json
 import math
+import os
 import pickle
 import warnings
 import zipfile
@@ -202,12 +210,63 @@ def expand_payload(payload: dict, source: str = "model") -> dict:
     return {key: value for key, value in payload.items() if key != "compact"} | {"state_dict": state_dict}
 
 
+def borrowing_payload(payload: dict, lender: str | Path, path: str | Path) -> dict:
+    """A model file's payload (to be written at `path`) without the tensors that equal the
+    lender model file's (the same name, dtype, shape and bytes): those are borrowed from it."""
+    theirs = read_checkpoint(lender)
+    if "borrowed" in read_payload(lender):
+        raise BadInputError(f"{lender}: borrows tensors itself; lend from the file that holds them")
+    if theirs["kind"] != payload["kind"]:
+        raise ModelMismatchError(f"{lender}: is a {theirs['kind']!r} model, this one a {payload['kind']!r} model")
+    own, lent = payload["state_dict"], theirs["state_dict"]
+    names = sorted(name for name, tensor in own.items() if name in lent and _same_tensor(tensor, lent[name]))
+    if not names:
+        raise BadInputError(f"{lender}: holds none of this model's tensors")
+    relative = Path(os.path.relpath(Path(lender).resolve(), Path(path).resolve().parent)).as_posix()
+    return {**payload, "state_dict": {k: v for k, v in own.items() if k not in names},
+            "borrowed": {"file": relative, "model_id": theirs["model_id"], "names": names}}
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a.view(torch.uint8) if a.dim() else a,
+                                                                          b.view(torch.uint8) if b.dim() else b))
+
+
+def lend_tensors(payload: dict, path: str | Path) -> dict:
+    """A borrowing payload (see the module's docstring) with its borrowed tensors in place; any
+    other payload as it is."""
+    borrowed = payload.get("borrowed")
+    if borrowed is None:
+        return payload
+    try:
+        file, model_id, names = str(borrowed["file"]), str(borrowed["model_id"]), list(borrowed["names"])
+    except (KeyError, TypeError) as error:
+        raise BadInputError(f"{path}: damaged list of borrowed tensors ({error})") from None
+    if Path(file).is_absolute():
+        raise BadInputError(f"{path}: borrows from an absolute path ({file})")
+    lender = Path(path).parent / file
+    if not lender.is_file():
+        raise BadInputError(f"{path}: borrows tensors from {file}, which is not beside it (copy the two together)")
+    stored = read_payload(lender)
+    if isinstance(stored, dict) and "borrowed" in stored:
+        raise BadInputError(f"{path}: borrows from {file}, which borrows in turn")
+    theirs = read_checkpoint(lender)
+    if theirs["model_id"] != model_id or theirs["kind"] != payload.get("kind"):
+        raise ModelMismatchError(f"{path}: borrows from model {model_id[:12]}, and {file} is another")
+    missing = [name for name in names if name not in theirs["state_dict"]]
+    if missing or any(name in payload["state_dict"] for name in names):
+        raise BadInputError(f"{path}: its borrowed tensors do not fit {file}")
+    state_dict = {**payload["state_dict"], **{name: theirs["state_dict"][name] for name in names}}
+    return {key: value for key, value in payload.items() if key != "borrowed"} | {"state_dict": state_dict}
+
+
 def read_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
-    """Load and validate a checkpoint or model file (compact or not); never unpickles arbitrary objects."""
+    """Load and validate a checkpoint or model file (compact or borrowing or not); never unpickles
+    arbitrary objects."""
     payload = read_payload(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise BadInputError(f"{path}: not a stkc model file")
-    payload = expand_payload(payload, str(path))
+    payload = lend_tensors(expand_payload(payload, str(path)), path)
     if payload.get("format_version") != FORMAT_VERSION:
         raise BadInputError(
             f"{path}: model format version {payload.get('format_version')!r}, this stkc reads {FORMAT_VERSION}"

@@ -14,6 +14,8 @@ from click.core import ParameterSource
 
 from .cli_common import CONTEXT, MODEL_HELP, Failures, Group, say
 
+LEAD_PAIRS = 256  # training pairs whose anchors' bits pick an enhancer's leading channels
+
 
 class ConfigOption(click.Option):
     """An option whose default is a config field's, looked up when first needed: the configs'
@@ -310,13 +312,19 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
               default=default("enhancer", "EnhancerConfig", "distribution"), show_default=True,
               help="The family of the coding tables (with --start-from a Gaussian model, a Laplace one starts "
                    "from its scales moved to match).")
+@click.option("--leading-channels", type=click.IntRange(1), default=None,
+              help="Code this many channels of each half of the checkerboard first, and the others given "
+                   "them (four passes; with --start-from, the channels on which its anchors spend most bits).")
+@click.option("--keep-transforms", is_flag=True,
+              help="Train the entropy model and gains only: E and D stay as they are (with --start-from; a "
+                   "shipped file can then borrow them from the model it started from).")
 @click.option("--start-from", type=click.Path(),
               help="Start from a trained enhancer's weights (a new run: the shared tensors copied, new levels "
                    "extended from its last, a new base network starting at zero).")
 @training_options("enhancer.pt", batch_size=8, lr=1e-3)
 @click.pass_context
 def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, augmented, tokenizer_path, pairs_cache, lambdas,
-                   base_context, start_from, **options) -> None:
+                   base_context, leading_channels, keep_transforms, start_from, **options) -> None:
     """Train the enhancement layer (quality levels above 1) over a tokenizer's base layer."""
     from pathlib import Path
 
@@ -324,7 +332,7 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, augmented,
 
     from .checkpoint import load_model
     from .data import BasePairs
-    from .enhancer import Enhancer, EnhancerConfig
+    from .enhancer import TRANSFORMS, Enhancer, EnhancerConfig, leading_channels as choose_leading
     from .objectives import EnhancerLoss, EnhancerObjective
     from .progress import make_progress
     from .cli_resume import Resumed, settle
@@ -334,7 +342,13 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, augmented,
     resumed = Resumed.read(options["resume"], "enhancer") if options["resume"] else None
     if resumed and start_from:
         raise click.UsageError("--start-from begins a new run; --resume goes on with one: give one of them")
+    if resumed and (leading_channels or keep_transforms):
+        raise click.UsageError("--leading-channels and --keep-transforms shape a new run; --resume goes on with "
+                               "one as it began")
+    if keep_transforms and not start_from:
+        raise click.UsageError("--keep-transforms keeps the E and D of --start-from: give it")
     chosen = chosen_options(ctx, resumed is not None)
+    chosen.pop("leading_channels", None), chosen.pop("keep_transforms", None)
     if "lambdas" in chosen or not resumed:
         try:
             values = tuple(float(v) for v in lambdas.split(","))
@@ -353,7 +367,11 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, augmented,
         chosen["token_values"] = 2**tokenizer.config.bits if chosen.pop("base_context") else 0
     config, _ = settle(EnhancerConfig, resumed and resumed.architecture, chosen, fixed=True, what=options["resume"])
     loss, _ = settle(EnhancerLoss, resumed and resumed.loss, chosen)
-    run_config = make_train_config(ctx, resumed, chosen, weight_decay=0.0, warmup_steps=100)
+    if leading_channels is not None and leading_channels >= config.latent_channels:
+        raise click.BadParameter(f"at most {config.latent_channels - 1} (of {config.latent_channels} channels)",
+                                 param_hint="--leading-channels")
+    run_config = make_train_config(ctx, resumed, chosen, weight_decay=0.0, warmup_steps=100,
+                                   **({"frozen": TRANSFORMS} if keep_transforms else {}))
     data = data_source(data, resumed, "train", "folder", "--data", required=True)
     valid = data_source(valid, resumed, "valid", "folder", "--valid", required=False)
     pairs_cache = data_source(pairs_cache, resumed, "train", "pairs_file", "--pairs-cache", required=False)
@@ -387,16 +405,26 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, augmented,
     train_data = pairs_of(data, frames, mirrored, pairs_cache, augmented)
     valid_data = pairs_of(valid, run_config.valid_limit, False, None) if valid else None
     torch.manual_seed(run_config.seed)
+    trained = load_model(start_from, kind="enhancer") if start_from else None
+    if leading_channels:
+        if trained is None:  # a new model's channels are alike
+            lead = tuple(range(leading_channels))
+        else:
+            batch = next(train_data.batches(LEAD_PAIRS, limit=LEAD_PAIRS))
+            lead = choose_leading(trained.channel_bits(batch.pairs[:, :3], batch.pairs[:, 3:], batch.tokens),
+                                  leading_channels)
+        config = dataclasses.replace(config, leading_channels=lead)
+        say(ctx, f"leading channels: {', '.join(map(str, lead))}")
     model = Enhancer(config)
     provenance = {"base_tokenizer_id": tokenizer.model_id}
-    if start_from:
-        trained = load_model(start_from, kind="enhancer")
+    if trained is not None:
         try:
             kept = model.adopt(trained, list(values))
         except ValueError as error:
             raise click.UsageError(f"--start-from {start_from}: {error} (give --distribution "
                                    f"{trained.config.distribution})") from None
-        provenance["started_from"] = {"file": str(Path(start_from).resolve()), "model_id": trained.model_id}
+        provenance["started_from"] = {"file": str(Path(start_from).resolve()), "model_id": trained.model_id,
+                                      **({"kept_transforms": True} if keep_transforms else {})}
         say(ctx, f"starting from {start_from} ({trained.model_id[:8]}); new: {', '.join(kept) or 'nothing'}")
     say(ctx, f"enhancer: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_data)} training "
              f"frames, levels 2-{config.levels + 1}")
@@ -407,25 +435,31 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, augmented,
 @train.command("compact", context_settings=CONTEXT)
 @click.argument("model_path", metavar="MODEL", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="The compact model file to write (.pt).")
+@click.option("--borrow-from", "lender", type=click.Path(),
+              help="Leave out the tensors this model file holds too, bit for bit, and borrow them from it "
+                   "(it must stay where it is relative to the output, e.g. a shipped model's folder beside it).")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
 @click.pass_context
-def train_compact(ctx: click.Context, model_path, output, force) -> None:
+def train_compact(ctx: click.Context, model_path, output, lender, force) -> None:
     """Store a model file's weights losslessly compressed (each tensor's bytes shuffled, then
     zlib): the same weights bit for bit and the same model id, about 13% fewer bytes (how the
     shipped models fit their budget). MODEL may be compact already."""
     from pathlib import Path
 
-    from .checkpoint import atomic_save, compact_payload, read_checkpoint
+    from .checkpoint import atomic_save, borrowing_payload, compact_payload, read_checkpoint
     from .outputs import check_writable
 
-    check_writable(Path(output), force=force, inputs=[model_path])
+    check_writable(Path(output), force=force, inputs=[model_path, *([lender] if lender else [])])
     payload = read_checkpoint(model_path)
     if {"optimizer", "rng"} & set(payload):
         raise click.UsageError(f"{model_path}: a training checkpoint; compact a model file (-o of stkc train)")
     before = Path(model_path).stat().st_size
+    if lender:
+        payload = borrowing_payload(payload, lender, output)
     atomic_save(compact_payload(payload), output)
     after = Path(output).stat().st_size
-    say(ctx, f"{output}: {payload['kind']} {payload['model_id'][:12]}, {after:,} bytes ({before:,} before)")
+    lent = f", {len(payload['borrowed']['names'])} tensors borrowed from {lender}" if lender else ""
+    say(ctx, f"{output}: {payload['kind']} {payload['model_id'][:12]}, {after:,} bytes ({before:,} before){lent}")
 
 
 @train.command("int8", context_settings=CONTEXT)

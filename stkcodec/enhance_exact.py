@@ -115,6 +115,34 @@ def _integer_weights(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.round(flat / scale[:, None]), scale
 
 
+class _IntegerNet:
+    """A context network (`enhancer.ContextNet`'s shape: 5x5, 1x1, 1x1, ReLU between) in integers:
+    the first layer's weights per level, the level's inverse gains folded into them (of the
+    channels it reads), so it reads decoded latents in the scaled domain's integer units."""
+
+    def __init__(self, first, first_bias, mid, mid_bias, out, out_bias, inv_gain: np.ndarray) -> None:
+        first = _float64(first)  # (M, inputs, k, k)
+        self.first = [_integer_weights(first * gains[None, :, None, None]) for gains in inv_gain]
+        self.first_bias = np.round(_float64(first_bias) * ONE)
+        self.kernel = first.shape[-1]
+        self.mid, self.mid_scale = _integer_weights(_float64(mid))
+        self.mid_bias = np.round(_float64(mid_bias) * ONE)
+        self.out, self.out_scale = _integer_weights(_float64(out))
+        self.out_bias = np.round(_float64(out_bias) * ONE)
+
+    def __call__(self, decoded: np.ndarray, level: int, hidden_term: np.ndarray | None = None) -> np.ndarray:
+        """Decoded latents (n, inputs, h, w), integer units, zero where not decoded (and a term
+        added to the first hidden layer) -> raw means and log scales (n, 2C, h*w), integer units."""
+        weights, scale = self.first[level]
+        columns = F.unfold(torch.from_numpy(decoded), self.kernel, padding=self.kernel // 2).numpy()  # (n, in*k*k, h*w)
+        hidden = np.round(_matmul(weights, columns) * scale[:, None]) + self.first_bias[:, None]  # (n, M, h*w)
+        if hidden_term is not None:
+            hidden = hidden + hidden_term
+        hidden = np.maximum(hidden, 0.0)
+        hidden = np.maximum(np.round(_matmul(self.mid, hidden) * self.mid_scale[:, None]) + self.mid_bias[:, None], 0.0)
+        return np.round(_matmul(self.out, hidden) * self.out_scale[:, None]) + self.out_bias[:, None]
+
+
 class ExactEnhancerEntropy:
     """The entropy side of an `Enhancer` in integers: anchor tables, and for the other half of
     the checkerboard the integer mean and table of every symbol, from the decoded anchors."""
@@ -129,14 +157,15 @@ class ExactEnhancerEntropy:
         self.log_gain_units = np.round(log_gain * ONE)
         self.anchor_mean = np.round(_float64(model.anchor_mean) * (ANCHOR_RATE * ONE))  # (L, C), units 2**-F
         self.anchor_index = scale_index(np.round(_float64(model.anchor_log_scale) * (ANCHOR_RATE * ONE)))  # (L, C)
-        first = _float64(model.ctx_in.weight)  # (M, C, 5, 5); the level's inverse gain folds into it
-        self.first = [_integer_weights(first * self.inv_gain[level][None, :, None, None]) for level in range(self.levels)]
-        self.first_bias = np.round(_float64(model.ctx_in.bias) * ONE)
-        self.kernel = first.shape[-1]
-        self.mid, self.mid_scale = _integer_weights(_float64(model.ctx_mid.weight))
-        self.mid_bias = np.round(_float64(model.ctx_mid.bias) * ONE)
-        self.out, self.out_scale = _integer_weights(_float64(model.ctx_out.weight))
-        self.out_bias = np.round(_float64(model.ctx_out.bias) * ONE)
+        self.context_net = _IntegerNet(model.ctx_in.weight, model.ctx_in.bias, model.ctx_mid.weight, model.ctx_mid.bias,
+                                       model.ctx_out.weight, model.ctx_out.bias, self.inv_gain)
+        # a model with leading channels codes each half in two passes (`enhancer.Enhancer`)
+        self.lead = np.zeros(self.channels, dtype=bool)
+        self.lead[list(config.leading_channels)] = True
+        self.leads = bool(config.leading_channels)
+        if self.leads:
+            self.anchor_rest = _IntegerNet(*_net_tensors(model.anchor_rest), self.inv_gain[:, self.lead])
+            self.other_rest = _IntegerNet(*_net_tensors(model.other_rest), self.inv_gain)
         self.anchor_log_scale = np.round(_float64(model.anchor_log_scale) * (ANCHOR_RATE * ONE))  # (L, C) units
         self.reads_tokens = bool(config.token_values)
         if self.reads_tokens:
@@ -169,33 +198,62 @@ class ExactEnhancerEntropy:
         mean = self.anchor_mean[level][:, None] + np.round(raw_mean * self.gain[level][:, None])
         return mean, scale_index(self.anchor_log_scale[level][:, None] + raw_log_scale)
 
+    def context_raw(self, decoded_anchors: np.ndarray, level: int, base_term: np.ndarray | None = None) -> np.ndarray:
+        """Decoded anchors ŷ (n, C, h, w) in integer units of 2**-F, zero elsewhere (and the base
+        network's hidden term) -> the context network's raw means and log scales (n, 2C, h*w)."""
+        return self.context_net(decoded_anchors, level, base_term)
+
     def context(self, decoded_anchors: np.ndarray, level: int, base_term: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Decoded anchors ŷ (n, C, h, w) in integer units of 2**-F, zero elsewhere (and the base
         network's hidden term) -> integer means (units 2**-F) and tables of every cell (n, C, h, w)
         (read at non-anchors only)."""
-        n, channels, rows, cols = decoded_anchors.shape
-        weights, scale = self.first[level]
-        pad = self.kernel // 2
-        columns = F.unfold(torch.from_numpy(decoded_anchors), self.kernel, padding=pad).numpy()  # (n, C*k*k, h*w)
-        hidden = np.round(_matmul(weights, columns) * scale[:, None]) + self.first_bias[:, None]  # (n, M, h*w)
-        if base_term is not None:
-            hidden = hidden + base_term
-        hidden = np.maximum(hidden, 0.0)
-        hidden = np.maximum(np.round(_matmul(self.mid, hidden) * self.mid_scale[:, None]) + self.mid_bias[:, None], 0.0)
-        out = np.round(_matmul(self.out, hidden) * self.out_scale[:, None]) + self.out_bias[:, None]  # (n, 2C, h*w)
-        raw_mean, raw_log_scale = out[:, :channels], out[:, channels:]
+        return self.other_parameters(self.context_raw(decoded_anchors, level, base_term), level, decoded_anchors.shape)
+
+    def other_parameters(self, raw: np.ndarray, level: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw means and log scales (n, 2C, h*w) of the other half -> integer means and tables (n, C, h, w)."""
+        channels = self.channels
+        raw_mean, raw_log_scale = raw[:, :channels], raw[:, channels:]
         mean = np.round(raw_mean * self.gain[level][:, None])
         index = scale_index(raw_log_scale + self.log_gain_units[level][:, None])
-        return mean.reshape(n, channels, rows, cols), index.reshape(n, channels, rows, cols)
+        return mean.reshape(shape), index.reshape(shape)
+
+    def anchor_others(self, decoded_lead: np.ndarray, level: int, base: tuple[np.ndarray, np.ndarray] | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """A model with leading channels: the anchors' leading channels decoded (n, C, h, w), integer
+        units, zero elsewhere -> integer means and tables (n, C, h, w) of the anchors' other channels
+        (read there only): the anchors' own, moved by the anchor_rest network."""
+        n, channels, rows, cols = decoded_lead.shape
+        rest = self.anchor_rest(np.ascontiguousarray(decoded_lead[:, self.lead]), level)  # (n, 2C, h*w)
+        raw_mean, raw_log_scale = rest[:, :channels], rest[:, channels:]
+        if base is not None:
+            raw_mean, raw_log_scale = raw_mean + base[0][:, :channels], raw_log_scale + base[0][:, channels:]
+        mean = self.anchor_mean[level][:, None] + np.round(raw_mean * self.gain[level][:, None])
+        index = scale_index(self.anchor_log_scale[level][:, None] + raw_log_scale)
+        return mean.reshape(decoded_lead.shape), index.reshape(decoded_lead.shape)
+
+    def other_others(self, decoded: np.ndarray, level: int, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A model with leading channels: all decoded before the other half's other channels
+        (n, C, h, w), integer units, zero elsewhere, and the context network's raw output -> integer
+        means and tables (n, C, h, w) of those channels (read there only)."""
+        return self.other_parameters(raw + self.other_rest(decoded, level), level, decoded.shape)
 
 
-def _passes(shape: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices of (n, C, h, w) in coding order's two passes: anchors, then the rest (C order)."""
+def _net_tensors(net) -> tuple:
+    """An `enhancer.ContextNet`'s weights and biases in `_IntegerNet`'s order."""
+    return net.first.weight, net.first.bias, net.mid.weight, net.mid.bias, net.out.weight, net.out.bias
+
+
+def _passes(shape: tuple[int, int, int, int], lead: np.ndarray | None = None) -> list[np.ndarray]:
+    """Flat indices of (n, C, h, w) in coding order's passes, each in C order: the anchors, then
+    the rest; with `lead` (C,) bool, each half's leading channels, then its other channels."""
     n, channels, rows, cols = shape
     anchor = np.broadcast_to(checkerboard(rows, cols).numpy(), shape).reshape(-1)
     flat = np.arange(anchor.size)
-    return flat[anchor], flat[~anchor]
+    if lead is None:
+        return [flat[anchor], flat[~anchor]]
+    leading = np.broadcast_to(lead[None, :, None, None], shape).reshape(-1)
+    return [flat[anchor & leading], flat[anchor & ~leading], flat[~anchor & leading], flat[~anchor & ~leading]]
 
 
 def _runs(indices: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
@@ -210,12 +268,15 @@ class ChunkCoder:
     streams at once (one image each): the networks run once for all of them, and each stream's
     symbols go to its own coder. A stream's integers never depend on the others. `base`, the
     base network's output for each stream's tiles (`chunk_base`), for an entropy model that reads
-    the tokens."""
+    the tokens. Each pass's means and tables come from what the passes before it decoded:
+    the anchors' from the level's tables (and the base network), the other half's from the
+    context network over the decoded anchors; with leading channels, each half's other channels
+    also from what its leading channels decoded (`ExactEnhancerEntropy.anchor_others`, `other_others`)."""
 
     def __init__(self, entropy: ExactEnhancerEntropy, level: int, shape: tuple[int, int, int, int],
                  base: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.entropy, self.level, self.shape = entropy, level, shape
-        self.anchor_cells, self.other_cells = _passes(shape)
+        self.passes = _passes(shape, entropy.lead if entropy.leads else None)
         n, channels, rows, cols = shape
         if entropy.reads_tokens != (base is not None):
             raise ValueError("the base network's output goes with an entropy model that reads tokens, only")
@@ -223,64 +284,64 @@ class ChunkCoder:
         mean, index = entropy.anchors(level, self.base)  # (C, 1) each, or (streams*n, C, h*w)
         streams = 1 if base is None else len(base[0]) // n
         cells = int(np.prod(shape))
-        mean, index = (np.broadcast_to(a, (streams * n, channels, rows * cols)).reshape(streams, cells)
-                       for a in (mean, index))
-        self.anchor_mean = mean[:, self.anchor_cells]  # (streams or 1, cells) integer units
-        self.anchor_index = index[:, self.anchor_cells]
+        self.anchor_mean, self.anchor_index = (np.broadcast_to(a, (streams * n, channels, rows * cols)).reshape(streams, cells)
+                                               for a in (mean, index))  # (streams or 1, cells) integer units
 
     def _own(self, values: np.ndarray, stream: int) -> np.ndarray:
         return values[stream if len(values) > 1 else 0]
 
-    def _decoded_anchors(self, anchor_symbols: list[np.ndarray]) -> np.ndarray:
-        """Each stream's anchor symbols in pass order -> ŷ (streams*n, C, h, w) integer units, zero
-        at the other cells."""
-        grid = np.zeros((len(anchor_symbols), int(np.prod(self.shape))))
-        for stream, symbols in enumerate(anchor_symbols):
-            grid[stream, self.anchor_cells] = symbols * ONE + self._own(self.anchor_mean, stream)
-        return grid.reshape(len(anchor_symbols) * self.shape[0], *self.shape[1:])
+    def _parameters(self, step: int, decoded: np.ndarray, raw: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each stream's means (integer units) and tables at the cells of pass `step`, given `decoded`
+        (streams, cells), ŷ in integer units, zero where not decoded yet; `raw` keeps the context
+        network's raw output for the pass after it."""
+        cells, entropy, level = self.passes[step], self.entropy, self.level
+        if step == 0:
+            return [(self._own(self.anchor_mean, k)[cells], self._own(self.anchor_index, k)[cells])
+                    for k in range(len(decoded))]
+        grid = decoded.reshape(len(decoded) * self.shape[0], *self.shape[1:])
+        if entropy.leads and step == 1:
+            mean, index = entropy.anchor_others(grid, level, self.base)
+        elif step == len(self.passes) - 1 - entropy.leads:  # the other half (its leading channels)
+            raw.append(entropy.context_raw(grid, level, None if self.base is None else self.base[1]))
+            mean, index = entropy.other_parameters(raw[0], level, grid.shape)
+        else:
+            mean, index = entropy.other_others(grid, level, raw[0])
+        mean, index = mean.reshape(len(decoded), -1), index.reshape(len(decoded), -1)
+        return [(m[cells], k[cells]) for m, k in zip(mean, index)]
 
-    def _other_parameters(self, anchor_symbols: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        mean, index = self.entropy.context(self._decoded_anchors(anchor_symbols), self.level,
-                                           None if self.base is None else self.base[1])
-        mean, index = mean.reshape(len(anchor_symbols), -1), index.reshape(len(anchor_symbols), -1)
-        return [(m[self.other_cells], k[self.other_cells]) for m, k in zip(mean, index)]
-
-    def _grids(self, anchors, others, other_means) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
-        for stream, (anchor, other, other_mean) in enumerate(zip(anchors, others, other_means)):
-            symbols = np.empty(int(np.prod(self.shape)), dtype=np.int64)
-            means = np.empty(symbols.size)
-            symbols[self.anchor_cells], symbols[self.other_cells] = anchor, other
-            means[self.anchor_cells], means[self.other_cells] = self._own(self.anchor_mean, stream), other_mean
-            out.append((symbols.reshape(self.shape), means.reshape(self.shape)))
-        return out
+    def _code(self, streams: int, code_pass) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Runs the passes in order; `code_pass(stream, cells, means, tables)` codes one stream's
+        symbols of a pass and returns them. Returns per stream (symbols, means in integer units)
+        (n, C, h, w): ŷ = symbols + means / 2**F."""
+        cells = int(np.prod(self.shape))
+        decoded = np.zeros((streams, cells))
+        symbols = np.empty((streams, cells), dtype=np.int64)
+        means = np.empty((streams, cells))
+        raw: list = []
+        for step, where in enumerate(self.passes):
+            for stream, (mean, index) in enumerate(self._parameters(step, decoded, raw)):
+                coded = code_pass(stream, where, mean, index)
+                symbols[stream, where], means[stream, where] = coded, mean
+                decoded[stream, where] = coded * ONE + mean
+        return [(s.reshape(self.shape), m.reshape(self.shape)) for s, m in zip(symbols, means)]
 
     def encode(self, encoders: list, scaled_latents: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each stream's scaled latents y·g (n, C, h, w) float -> coded by its encoder; returns per
         stream (symbols, means in integer units) (n, C, h, w): ŷ = symbols + means / 2**F."""
         flat = [y.reshape(-1).astype(np.float64) for y in scaled_latents]
-        anchors = [np.clip(np.round(y[self.anchor_cells] - self._own(self.anchor_mean, stream) / ONE), -SYMBOL_RANGE,
-                           SYMBOL_RANGE).astype(np.int64) for stream, y in enumerate(flat)]
-        for stream, (encoder, anchor) in enumerate(zip(encoders, anchors)):
-            _encode_pass(encoder, anchor, self._own(self.anchor_index, stream), self.entropy.distribution)
-        others, other_means = [], []
-        for encoder, y, (mean, index) in zip(encoders, flat, self._other_parameters(anchors)):
-            other = np.clip(np.round(y[self.other_cells] - mean / ONE), -SYMBOL_RANGE, SYMBOL_RANGE).astype(np.int64)
-            _encode_pass(encoder, other, index, self.entropy.distribution)
-            others.append(other)
-            other_means.append(mean)
-        return self._grids(anchors, others, other_means)
+        family = self.entropy.distribution
+
+        def code_pass(stream, cells, mean, index):
+            symbols = np.clip(np.round(flat[stream][cells] - mean / ONE), -SYMBOL_RANGE, SYMBOL_RANGE).astype(np.int64)
+            _encode_pass(encoders[stream], symbols, index, family)
+            return symbols
+
+        return self._code(len(encoders), code_pass)
 
     def decode(self, decoders: list) -> list[tuple[np.ndarray, np.ndarray]]:
         """The inverse of `encode`: per stream (symbols, means in integer units) (n, C, h, w)."""
         family = self.entropy.distribution
-        anchors = [_decode_pass(decoder, self._own(self.anchor_index, stream), family)
-                   for stream, decoder in enumerate(decoders)]
-        others, other_means = [], []
-        for decoder, (mean, index) in zip(decoders, self._other_parameters(anchors)):
-            others.append(_decode_pass(decoder, index, family))
-            other_means.append(mean)
-        return self._grids(anchors, others, other_means)
+        return self._code(len(decoders), lambda stream, cells, mean, index: _decode_pass(decoders[stream], index, family))
 
 
 def chunk_base(entropy: ExactEnhancerEntropy, tokens: np.ndarray | None, shape: tuple[int, int, int, int]

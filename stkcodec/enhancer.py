@@ -62,6 +62,8 @@ LAPLACE_SHIFT = -0.4 - math.log(LAPLACE_DIVERSITY)
 # The anchors' means and log scales are stored divided by this: a per-channel parameter moves by
 # about the learning rate per Adam step, and these must travel a few units (σ from 1 to 0.11).
 ANCHOR_RATE = 10.0
+# E and D: the modules that make the latent and the picture (what `--keep-transforms` freezes)
+TRANSFORMS = ("enc_embed", "enc_blocks", "enc_out", "dec_embed", "dec_latent", "dec_blocks", "dec_out", "refine")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,10 +79,19 @@ class EnhancerConfig:
     token_values: int = 0  # the base tokens' alphabet (2**bits); 0: the entropy model ignores them
     token_width: int = 32  # the base tokens' embedding (with token_values)
     distribution: str = "gaussian"  # the family of the coding tables: one of DISTRIBUTIONS
+    # The channels coded first in each half of the checkerboard (four passes, see `Enhancer`);
+    # () codes each half in one pass.
+    leading_channels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution {self.distribution!r}: one of {', '.join(DISTRIBUTIONS)}")
+        lead = tuple(self.leading_channels)
+        if list(lead) != sorted(set(lead)) or (lead and not (0 <= lead[0] and lead[-1] < self.latent_channels
+                                                             and len(lead) < self.latent_channels)):
+            raise ValueError(f"leading channels {lead}: distinct, ascending, some of the {self.latent_channels} "
+                             "channels but not all")
+        object.__setattr__(self, "leading_channels", lead)  # a list from a file's config -> a tuple
 
 
 def checkerboard(rows: int, cols: int, device: torch.device | None = None) -> torch.Tensor:
@@ -141,6 +152,20 @@ def _round(values: torch.Tensor, training: bool) -> torch.Tensor:
     return values + (rounded - values).detach() if training else rounded  # straight-through in training
 
 
+class ContextNet(nn.Module):
+    """Decoded latents (B, inputs, h, w), unscaled, zero where not decoded -> a raw mean and log
+    scale (B, C, h, w) each: a 5x5 convolution, then two 1x1 (ReLU between), as the context network."""
+
+    def __init__(self, inputs: int, width: int, channels: int) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(inputs, width, 5, padding=2)
+        self.mid = nn.Conv2d(width, width, 1)
+        self.out = nn.Conv2d(width, 2 * channels, 1)
+
+    def forward(self, decoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.out(F.relu(self.mid(F.relu(self.first(decoded))))).chunk(2, 1)
+
+
 class Enhancer(nn.Module, ModelFile):
     """x, base reconstruction x0 -> enhancement symbols and the enhanced reconstruction."""
 
@@ -164,6 +189,14 @@ class Enhancer(nn.Module, ModelFile):
         self.ctx_in = nn.Conv2d(C, M, 5, padding=2)
         self.ctx_mid = nn.Conv2d(M, M, 1)
         self.ctx_out = nn.Conv2d(M, 2 * C, 1)
+        # with leading channels, two more: the anchors' leading channels -> what moves the anchors'
+        # other means and log scales; all that is decoded before the other half's other channels ->
+        # what moves theirs (each starting at zero, so the model starts as the two-pass one)
+        if config.leading_channels:
+            self.register_buffer("lead", torch.zeros(C, dtype=torch.bool), persistent=False)
+            self.lead[list(config.leading_channels)] = True
+            self.anchor_rest = ContextNet(len(config.leading_channels), M, C)
+            self.other_rest = ContextNet(C, M, C)
         # the base network: tokens -> the anchors' raw mean and log scale, and a term of the context's hidden layer
         if config.token_values:
             self.tok_embed = nn.Embedding(config.token_values, config.token_width)
@@ -182,6 +215,8 @@ class Enhancer(nn.Module, ModelFile):
         zeroed = [self.dec_out, self.refine[-1]]  # starts as the base layer: residual 0
         if config.token_values:  # and as the model without the tokens (see `adopt`)
             zeroed += [self.base_out, self.base_ctx]
+        if config.leading_channels:  # and as the two-pass model
+            zeroed += [self.anchor_rest.out, self.other_rest.out]
         for layer in zeroed:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -263,12 +298,11 @@ class Enhancer(nn.Module, ModelFile):
         """0-based levels (B,) -> gains and inverse gains (B, C, 1, 1)."""
         return self.log_gain[level].exp()[:, :, None, None], self.log_inv_gain[level].exp()[:, :, None, None]
 
-    def forward(self, x: torch.Tensor, x0: torch.Tensor, level: torch.Tensor, *, training: bool,
-                tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (enhanced images (B, 3, H, W), bits per image (B,)); `tokens` (B, h, w), the base
-        tokens, for a model with `token_values`. Training: straight-through
-        rounding for what D and the context see, uniform noise for the rate; otherwise what a
-        coder would do (up to the scale table's steps)."""
+    def coded(self, x: torch.Tensor, x0: torch.Tensor, level: torch.Tensor, *, training: bool,
+              tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """-> (y·g, symbols, means, log scales (B, C, h, w) each, all in the scaled domain; inverse
+        gains (B, C, 1, 1)): the coded latent and the distribution of each symbol, as `forward`
+        codes them (straight-through rounding when training)."""
         gain, inv_gain = self.gains(level)
         y = self.encode(x, x0) * gain  # (B, C, h, w), scaled: quantised to integers
         anchor = checkerboard(*y.shape[-2:], device=y.device)
@@ -278,11 +312,48 @@ class Enhancer(nn.Module, ModelFile):
         if base is not None:
             base_mean, base_log_scale = base[0].chunk(2, 1)
             mean_a, log_scale_a = mean_a + base_mean * gain, log_scale_a + base_log_scale
+        lead = self.lead[:, None, None] if self.config.leading_channels else None
+        if lead is not None:  # pass 2: the anchors' other channels, given their leading ones
+            first = (_round(y - mean_a, training) + mean_a) * (anchor & lead)
+            rest_mean, rest_log_scale = self.anchor_rest(first[:, self.lead] * inv_gain[:, self.lead])
+            mean_a = torch.where(lead, mean_a, mean_a + rest_mean * gain)
+            log_scale_a = torch.where(lead, log_scale_a, log_scale_a + rest_log_scale)
         y_hat_a = (_round(y - mean_a, training) + mean_a) * anchor
         raw_mean, raw_log_scale = self.context(y_hat_a * inv_gain, None if base is None else base[1])
+        if lead is not None:  # pass 4: the other half's other channels, given all decoded before
+            first = (_round(y - raw_mean * gain, training) + raw_mean * gain) * (~anchor & lead)
+            rest_mean, rest_log_scale = self.other_rest((y_hat_a + first) * inv_gain)
+            raw_mean = torch.where(lead, raw_mean, raw_mean + rest_mean)
+            raw_log_scale = torch.where(lead, raw_log_scale, raw_log_scale + rest_log_scale)
         mean = torch.where(anchor, mean_a, raw_mean * gain)
         log_scale = torch.where(anchor, log_scale_a, raw_log_scale + gain.log())
-        symbols = _round(y - mean, training)
+        return y, _round(y - mean, training), mean, log_scale, inv_gain
+
+    def forward(self, x: torch.Tensor, x0: torch.Tensor, level: torch.Tensor, *, training: bool,
+                tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (enhanced images (B, 3, H, W), bits per image (B,)); `tokens` (B, h, w), the base
+        tokens, for a model with `token_values`. Training: straight-through
+        rounding for what D and the context see, uniform noise for the rate; otherwise what a
+        coder would do (up to the scale table's steps)."""
+        y, symbols, mean, log_scale, inv_gain = self.coded(x, x0, level, training=training, tokens=tokens)
         residual = y + torch.empty_like(y).uniform_(-0.5, 0.5) - mean if training else symbols
         bits = SYMBOL_BITS[self.config.distribution](residual, coded_scale(log_scale)).sum((1, 2, 3))
         return self.decode((symbols + mean) * inv_gain, x0), bits
+
+    @torch.no_grad()
+    def channel_bits(self, x: torch.Tensor, x0: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Bits (C,) each channel of the anchors costs over a batch, summed over the levels, as a coder
+        codes them: what picks a model's leading channels (the anchors carry most of the bits)."""
+        total = torch.zeros(self.config.latent_channels)
+        anchor = checkerboard(-(-x.shape[-2] // self.config.patch_size), -(-x.shape[-1] // self.config.patch_size))
+        for k in range(self.config.levels):
+            level = torch.full((len(x),), k)
+            _, symbols, _, log_scale, _ = self.coded(x, x0, level, training=False, tokens=tokens)
+            bits = SYMBOL_BITS[self.config.distribution](symbols, coded_scale(log_scale))
+            total += (bits * anchor).sum((0, 2, 3))
+        return total
+
+
+def leading_channels(bits: torch.Tensor, count: int) -> tuple[int, ...]:
+    """The `count` channels of most bits (`Enhancer.channel_bits`), ascending."""
+    return tuple(sorted(int(c) for c in torch.argsort(bits, descending=True, stable=True)[:count]))

@@ -100,14 +100,14 @@ TINY_ENHANCER = EnhancerConfig(levels=3, latent_channels=4, width=8, encoder_blo
 
 
 def tiny_enhancer(seed: int = 0, context_gain: float = 20.0, *, tokens: bool = False,
-                  distribution: str = "gaussian") -> Enhancer:
+                  distribution: str = "gaussian", leading: tuple[int, ...] = ()) -> Enhancer:
     """A random enhancement layer whose output is not the base's (its last layers start at zero);
     `context_gain` scales the context network's outputs (wild means and scales test the coder);
     with `tokens`, its entropy model reads the tiny tokenizer's tokens too; `distribution`, the
-    family of its coding tables."""
+    family of its coding tables; `leading`, the channels each half codes first (four passes)."""
     torch.manual_seed(seed)
     enhancer = Enhancer(dataclasses.replace(TINY_ENHANCER, token_values=2**TINY_TOKENIZER.bits if tokens else 0,
-                                            token_width=4, distribution=distribution))
+                                            token_width=4, distribution=distribution, leading_channels=leading))
     enhancer.initialise_gains([0.002, 0.01, 0.05])
     with torch.no_grad():
         enhancer.dec_out.weight.normal_(0, 0.02)
@@ -116,6 +116,9 @@ def tiny_enhancer(seed: int = 0, context_gain: float = 20.0, *, tokens: bool = F
         if tokens:  # the base network's last layers start at zero: make them count
             enhancer.base_out.weight.normal_(0, 0.5 * context_gain / 20)
             enhancer.base_ctx.weight.normal_(0, 0.5)
+        if leading:  # the rest networks start at zero too
+            for net in (enhancer.anchor_rest, enhancer.other_rest):
+                net.out.weight.normal_(0, 0.5 * context_gain / 20)
     return from_payload(model_payload(enhancer))
 
 
@@ -135,6 +138,12 @@ def tiny_token_layered_model() -> CodecModel:
 def tiny_laplace_layered_model() -> CodecModel:
     """As tiny_token_layered_model, with Laplace coding tables."""
     return CodecModel(*tiny_models(), tiny_enhancer(tokens=True, distribution="laplace"))
+
+
+@pytest.fixture(scope="session")
+def tiny_leading_layered_model() -> CodecModel:
+    """As tiny_laplace_layered_model, coding two leading channels of each half first (four passes)."""
+    return CodecModel(*tiny_models(), tiny_enhancer(tokens=True, distribution="laplace", leading=(1, 2)))
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 
@@ -25,12 +26,13 @@ TABLES_SHA256 = "7504742434245e0612f0a4c79d29411e250c7ebc8d45bd6b20e0ab12f7b4f46
 LAPLACE_TABLES_SHA256 = "ea110b7333638eb41663e483b19426329ce856581f23d7165bc5378ff142856f"
 
 
-@pytest.fixture(scope="module", params=["anchor tables", "base tokens", "laplace"])
-def codec(request, tiny_layered_model, tiny_token_layered_model, tiny_laplace_layered_model):
-    """Every kind of entropy model: anchors from per-level tables, or from the base tokens, and
-    Laplace coding tables."""
+@pytest.fixture(scope="module", params=["anchor tables", "base tokens", "laplace", "leading channels"])
+def codec(request, tiny_layered_model, tiny_token_layered_model, tiny_laplace_layered_model,
+          tiny_leading_layered_model):
+    """Every kind of entropy model: anchors from per-level tables, or from the base tokens,
+    Laplace coding tables, and four passes (leading channels first)."""
     return Codec({"anchor tables": tiny_layered_model, "base tokens": tiny_token_layered_model,
-                  "laplace": tiny_laplace_layered_model}[request.param])
+                  "laplace": tiny_laplace_layered_model, "leading channels": tiny_leading_layered_model}[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -121,15 +123,64 @@ def _chunk_round_trip(entropy, level, latents, tokens=None):
 
 
 @pytest.mark.parametrize("level", [0, 2])
-@pytest.mark.parametrize("reads_tokens, distribution", [(False, "gaussian"), (True, "gaussian"), (True, "laplace")])
-def test_chunk_symbols_round_trip_exactly(level, reads_tokens, distribution):
-    entropy = ExactEnhancerEntropy(tiny_enhancer(tokens=reads_tokens, distribution=distribution))
+@pytest.mark.parametrize("reads_tokens, distribution, leading", [(False, "gaussian", ()), (True, "gaussian", ()),
+                                                                 (True, "laplace", ()), (False, "gaussian", (0, 3)),
+                                                                 (True, "laplace", (1, 2))])
+def test_chunk_symbols_round_trip_exactly(level, reads_tokens, distribution, leading):
+    entropy = ExactEnhancerEntropy(tiny_enhancer(tokens=reads_tokens, distribution=distribution, leading=leading))
     rng = np.random.default_rng(level)
     latents = rng.normal(0, 3, (3, 4, 20, 30))
     tokens = rng.integers(0, 64, (1, 3, 20, 30)) if reads_tokens else None
     symbols, means, decoded, decoded_means = _chunk_round_trip(entropy, level, latents, tokens)
     assert np.array_equal(symbols, decoded) and np.array_equal(means, decoded_means)
     assert (symbols != 0).mean() > 0.1  # the test codes something
+
+
+def test_leading_channels_start_as_the_two_pass_model_and_then_move_the_rest():
+    """A model with leading channels that adopts a two-pass one codes the same symbols with the same
+    means (its rest networks start at zero), in four passes; once they count, the other channels'
+    means move and the leading channels' stay."""
+    from stkcodec.enhancer import Enhancer
+
+    two_pass = tiny_enhancer(tokens=True, distribution="laplace")
+    adopted = Enhancer(dataclasses.replace(two_pass.config, leading_channels=(1, 2)))
+    adopted.adopt(two_pass, [0.002, 0.01, 0.05])
+    moved = Enhancer(adopted.config)
+    moved.load_state_dict(adopted.state_dict())
+    with torch.no_grad():
+        for net in (moved.anchor_rest, moved.other_rest):
+            net.out.weight.normal_(0, 0.5)
+    rng = np.random.default_rng(7)
+    latents, tokens = rng.normal(0, 3, (2, 4, 20, 30)), rng.integers(0, 64, (1, 2, 20, 30))
+    runs = [_chunk_round_trip(ExactEnhancerEntropy(m), 1, latents, tokens) for m in (two_pass, adopted, moved)]
+    assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+    anchors = np.add.outer(np.arange(20), np.arange(30)) % 2 == 0
+    lead = np.array([False, True, True, False])
+    first_pass = anchors[None, None] & lead[None, :, None, None]
+    first_pass = np.broadcast_to(first_pass, latents.shape)
+    assert np.array_equal(runs[0][1][first_pass], runs[2][1][first_pass])  # pass 1: the anchors' own tables
+    assert not np.array_equal(runs[0][1][~first_pass], runs[2][1][~first_pass])
+    with torch.no_grad():  # the float model too starts where the two-pass one stood
+        x, x0 = torch.rand(2, 3, 100, 150), torch.rand(2, 3, 100, 150)
+        level = torch.tensor([0, 2])
+        base_tokens = torch.from_numpy(tokens[0])
+        for a, b in zip(two_pass(x, x0, level, training=False, tokens=base_tokens),
+                        adopted(x, x0, level, training=False, tokens=base_tokens)):
+            assert torch.equal(a, b)
+
+
+def test_leading_channels_are_checked_and_chosen_by_their_bits():
+    from stkcodec.enhancer import EnhancerConfig, leading_channels
+
+    for bad in ((2, 1), (1, 1), (0, 1, 2, 3), (4,), (-1,)):
+        with pytest.raises(ValueError, match="leading channels"):
+            EnhancerConfig(latent_channels=4, leading_channels=bad)
+    assert EnhancerConfig(latent_channels=4, leading_channels=[0, 3]).leading_channels == (0, 3)
+    assert leading_channels(torch.tensor([5.0, 1.0, 9.0, 2.0]), 2) == (0, 2)
+    model = tiny_enhancer(tokens=True)
+    x = torch.rand(2, 3, 100, 150)
+    bits = model.channel_bits(x, x.flip(-1), torch.zeros(2, 20, 30, dtype=torch.long))
+    assert bits.shape == (4,) and (bits >= 0).all() and bits.sum() > 0
 
 
 def test_the_base_tokens_move_the_anchors():
@@ -166,8 +217,8 @@ def test_float_and_exact_anchor_models_agree():
         log_scale = ANCHOR_RATE * model.anchor_log_scale[2][None, :, None, None] + raw[:, 4:]
     table = torch.round((log_scale - LOG_SCALE_MIN) * SCALE_STEPS / np.log(2)).clamp(0, 79)
     anchor = np.broadcast_to((np.add.outer(np.arange(20), np.arange(30)) % 2 == 0), (1, 4, 20, 30)).reshape(-1)
-    assert np.allclose(coder.anchor_mean[0] / 4096, mean.numpy().reshape(-1)[anchor], atol=0.01)
-    assert np.mean(coder.anchor_index[0] == table.numpy().reshape(-1)[anchor]) > 0.98
+    assert np.allclose(coder.anchor_mean[0][anchor] / 4096, mean.numpy().reshape(-1)[anchor], atol=0.01)
+    assert np.mean(coder.anchor_index[0][anchor] == table.numpy().reshape(-1)[anchor]) > 0.98
 
 
 def test_context_integers_do_not_depend_on_batch_or_threads():
@@ -192,6 +243,24 @@ def test_context_integers_do_not_depend_on_batch_or_threads():
         assert np.all(mean == np.round(mean))
     for i, (anchors_part, hidden_part) in enumerate(bases_alone):
         assert np.array_equal(anchors_part[0], bases_together[0][i]) and np.array_equal(hidden_part[0], bases_together[1][i])
+
+
+def test_rest_network_integers_do_not_depend_on_batch_or_threads():
+    entropy = ExactEnhancerEntropy(tiny_enhancer(leading=(0, 2)))
+    decoded = np.round(np.random.default_rng(2).normal(0, 3, (4, 4, 20, 30))) * 4096
+    raw = np.round(np.random.default_rng(3).normal(0, 4096, (4, 8, 600)))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = [(entropy.anchor_others(decoded[i : i + 1], 1, None), entropy.other_others(decoded[i : i + 1], 1, raw[i : i + 1]))
+                 for i in range(4)]
+        torch.set_num_threads(max(2, threads))
+        together = entropy.anchor_others(decoded, 1, None), entropy.other_others(decoded, 1, raw)
+    finally:
+        torch.set_num_threads(threads)
+    for i, parts in enumerate(alone):
+        for (mean, index), (means, indices) in zip(parts, together):
+            assert np.array_equal(mean[0], means[i]) and np.array_equal(index[0], indices[i])
 
 
 @pytest.mark.parametrize("quality", [1, 2, 3, 4])

@@ -119,6 +119,58 @@ def test_compact_model_files_hold_the_same_weights_and_id(tmp_path):
     assert refused.exit_code != 0 and "Traceback" not in refused.output
 
 
+def test_a_borrowing_model_file_holds_only_its_own_tensors(tmp_path):
+    """`stkc train compact --borrow-from`: tensors equal to the lender's are left out and read back
+    from it (the same weights and id); a lender moved away, replaced, or borrowing in turn is
+    refused with one line; a file never lends to itself."""
+    import dataclasses
+    import shutil
+
+    from click.testing import CliRunner
+
+    from stkcodec.checkpoint import read_checkpoint
+    from stkcodec.cli import main
+    from stkcodec.enhancer import TRANSFORMS, Enhancer
+
+    from .conftest import tiny_enhancer
+
+    lender_model = tiny_enhancer(tokens=True)
+    borrower_model = Enhancer(dataclasses.replace(lender_model.config, leading_channels=(1,)))
+    borrower_model.adopt(lender_model, [0.002, 0.01, 0.05])
+    with torch.no_grad():
+        borrower_model.ctx_out.weight.add_(0.01)  # its own entropy model, E and D kept
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    lender, plain = tmp_path / "a" / "enhancer.pt", tmp_path / "plain.pt"
+    save_model(lender_model, lender, half=True)
+    save_model(borrower_model, plain, half=True)
+    borrower = tmp_path / "b" / "enhancer.pt"
+    result = CliRunner().invoke(main, ["train", "compact", str(plain), "--borrow-from", str(lender), "-o", str(borrower)])
+    assert result.exit_code == 0, result.output
+    stored = torch.load(borrower, weights_only=True)
+    assert stored["borrowed"]["file"] == "../a/enhancer.pt"
+    # every tensor of the lender's but the one changed; the rest networks are the borrower's own
+    assert set(stored["borrowed"]["names"]) == set(read_checkpoint(lender)["state_dict"]) - {"ctx_out.weight"}
+    assert any(name.startswith(TRANSFORMS) for name in stored["borrowed"]["names"])
+    assert borrower.stat().st_size < lender.stat().st_size / 2
+    before, after = read_checkpoint(plain), read_checkpoint(borrower)
+    assert before["model_id"] == after["model_id"] and before["state_dict"].keys() == after["state_dict"].keys()
+    assert all(torch.equal(after["state_dict"][k], v) for k, v in before["state_dict"].items())
+    assert load_model(borrower, kind="enhancer").model_id == before["model_id"]
+    again = tmp_path / "b" / "again.pt"
+    chained = CliRunner().invoke(main, ["train", "compact", str(plain), "--borrow-from", str(borrower), "-o", str(again)])
+    assert chained.exit_code != 0 and "borrows tensors itself" in chained.output and "Traceback" not in chained.output
+    moved = tmp_path / "elsewhere.pt"
+    shutil.copy(borrower, moved)
+    with pytest.raises(BadInputError, match="not beside it"):
+        load_model(moved)
+    save_model(tiny_enhancer(seed=3, tokens=True), lender, half=True)  # another model in the lender's place
+    with pytest.raises(ModelMismatchError, match="borrows from model"):
+        load_model(borrower)
+    itself = CliRunner().invoke(main, ["train", "compact", str(plain), "--borrow-from", str(plain), "-o", str(plain),
+                                       "--force"])
+    assert itself.exit_code != 0 and "Traceback" not in itself.output
+
+
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "shape", "negative", "dtype"])
 def test_damaged_compact_weights_are_refused(tmp_path, damage):
     from stkcodec.checkpoint import compact_payload, read_checkpoint

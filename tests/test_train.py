@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from stkcodec.checkpoint import load_model, read_checkpoint
@@ -326,6 +327,21 @@ def test_train_enhancer_starts_from_a_trained_one_with_more_levels(tmp_path, fra
                 str(tmp_path / "g.pt")])
     assert back.exit_code == 2 and "give --distribution laplace" in back.output
     assert not (tmp_path / "g.pt").exists()
+    four = run([*common, "--lambdas", "0.001,0.01,0.05", "--distribution", "laplace", "--start-from",
+                str(tmp_path / "l.pt"), "--leading-channels", "2", "--keep-transforms", "-o", str(tmp_path / "f.pt")])
+    assert four.exit_code == 0, four.output
+    assert "leading channels: " in four.output
+    started, made = read_checkpoint(tmp_path / "l.pt"), read_checkpoint(tmp_path / "f.pt")
+    assert len(made["config"]["leading_channels"]) == 2 and made["provenance"]["started_from"]["kept_transforms"]
+    from stkcodec.enhancer import TRANSFORMS
+
+    for name, tensor in made["state_dict"].items():
+        if name.startswith(TRANSFORMS):  # E and D kept, bit for bit
+            assert torch.equal(tensor, started["state_dict"][name]), name
+    assert not torch.equal(made["state_dict"]["ctx_out.weight"], started["state_dict"]["ctx_out.weight"])
+    for bad, message in ((["--leading-channels", "4"], "at most 3"), (["--keep-transforms"], "give it")):
+        refused = run([*common, "--lambdas", "0.001,0.01,0.05", *bad, "-o", str(tmp_path / "x.pt")])
+        assert refused.exit_code == 2 and message in refused.output, refused.output
 
 
 def test_colour_augment_is_seeded_keeps_the_shape_and_changes_the_look():
