@@ -19,37 +19,23 @@ import torch
 
 from stkcodec.data import BasePairs
 from stkcodec.enhance_exact import SYMBOL_RANGE, _laplace_table, coding_tables, table_scales
-from stkcodec.enhancer import ANCHOR_RATE, LAPLACE_DIVERSITY, LOG_SCALE_MIN, SCALE_STEPS, SCALES, checkerboard
+from stkcodec.enhancer import LAPLACE_DIVERSITY, LOG_SCALE_MIN, SCALE_STEPS, SCALES
 from stkcodec.zoo import CodecModel
 
 R = SYMBOL_RANGE
 
 
 def symbols(model, pairs: BasePairs) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per 0-based level: every symbol and its table index."""
+    """Per 0-based level: every symbol and its table index (`Enhancer.coded`, as a coder rounds)."""
     out = {level: ([], []) for level in range(model.config.levels)}
     with torch.no_grad():
         for batch in pairs.batches(50):
             x, x0, tokens = batch.pairs[:, :3], batch.pairs[:, 3:], batch.tokens
-            latents = model.encode(x, x0)
-            base = model.base(tokens)
             for level in out:
                 levels = torch.full((len(x),), level)
-                gain, inv_gain = model.gains(levels)
-                y = latents * gain
-                anchor = checkerboard(*y.shape[-2:])
-                mean_a, log_scale_a = (ANCHOR_RATE * t[levels][:, :, None, None].expand_as(y)
-                                       for t in (model.anchor_mean, model.anchor_log_scale))
-                if base is not None:
-                    base_mean, base_log_scale = base[0].chunk(2, 1)
-                    mean_a, log_scale_a = mean_a + base_mean * gain, log_scale_a + base_log_scale
-                decoded = (torch.round(y - mean_a) + mean_a) * anchor
-                raw_mean, raw_log_scale = model.context(decoded * inv_gain, None if base is None else base[1])
-                mean = torch.where(anchor, mean_a, raw_mean * gain)
-                log_scale = torch.where(anchor, log_scale_a, raw_log_scale + gain.log())
-                s = torch.round(y - mean).clamp(-R, R).long()
+                _, s, _, log_scale, _ = model.coded(x, x0, levels, training=False, tokens=tokens)
                 k = torch.round((log_scale.clamp_min(LOG_SCALE_MIN) - LOG_SCALE_MIN) * SCALE_STEPS / math.log(2))
-                out[level][0].append(s.flatten().numpy())
+                out[level][0].append(s.clamp(-R, R).long().flatten().numpy())
                 out[level][1].append(k.clamp(0, SCALES - 1).long().flatten().numpy())
     return {level: (np.concatenate(s), np.concatenate(k)) for level, (s, k) in out.items()}
 
