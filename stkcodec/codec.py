@@ -30,6 +30,11 @@ def colour_mode(image: Image.Image) -> int:
     return bitstream.GRAY if image.mode in GRAY_MODES else bitstream.RGB
 
 
+def as_rgb(image: Image.Image) -> Image.Image:
+    """The image in RGB: itself when it is (never changed here), else a converted copy."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def _names(names: Sequence[str] | None, count: int, word: str) -> list[str]:
     if names is not None and len(names) != count:
         raise ValueError(f"{len(names)} names for {count} items")
@@ -154,7 +159,7 @@ class Codec:
         results: list[Encoded | None] = [None] * len(images)
         with torch.inference_mode():
             for size, members in self._by_size(images, names).items():
-                rgb = [images[i].convert("RGB") for i in members]
+                rgb = [as_rgb(images[i]) for i in members]
                 grids, headers = self._base_layer(rgb, [colour_mode(images[i]) for i in members], on_tiles)
                 if targeted:
                     chosen = self._targeted(rgb, grids, headers, size, target_bytes, target_psnr, on_tiles, reconstruct)
@@ -199,9 +204,9 @@ class Codec:
     def _enhancements(self, rgb, grids, headers, size, levels: list[int], on_tiles, reconstruct: bool = False):
         """Per image, (file bytes, decoded RGB pixels if `reconstruct`) at each quality level in
         `levels` (2 or more)."""
-        bases = [np.asarray(image) for image in token_images(self.model.tokenizer, grids, size, on_tiles)]
+        bases = token_images(self.model.tokenizer, grids, size, on_tiles)
         starts = [bitstream.symbols_crc_start(header.token_crc32) for header, _ in headers]
-        coded = self.enhancement.encode([np.asarray(image) for image in rgb], bases, [q - 2 for q in levels],
+        coded = self.enhancement.encode(rgb, bases, [q - 2 for q in levels],
                                         base_crcs=starts, tokens=[grid.numpy() for grid in grids],
                                         reconstruct=reconstruct, on_tiles=on_tiles)
         files = []
@@ -211,7 +216,7 @@ class Codec:
                 segment = bitstream.Enhancement(quality, len(result.payload), 0, result.payload).sealed(result.crc32)
                 options.append((dataclasses.replace(header, enhancement=segment).pack_file(payload), result.pixels))
             files.append(options)
-        return bases, files
+        return [np.asarray(base) for base in bases] if reconstruct else [None] * len(bases), files
 
     def _level_one(self, grids, headers, size, on_tiles, reconstruct: bool) -> list[tuple[bytes, np.ndarray | None]]:
         """Per image, its level-1 file and, if `reconstruct`, the base picture it decodes to."""
@@ -251,7 +256,7 @@ class Codec:
         results: list = [None] * len(images)
         with torch.inference_mode():
             for size, members in self._by_size(images, _names(None, len(images), "image")).items():
-                rgb = [images[i].convert("RGB") for i in members]
+                rgb = [as_rgb(images[i]) for i in members]
                 grids, headers = self._base_layer(rgb, [colour_mode(images[i]) for i in members], None)
                 for index, candidates in zip(members, self._candidates(rgb, grids, headers, size, None, True)):
                     results[index] = candidates
@@ -356,16 +361,16 @@ class Codec:
         for k in layered:
             if headers[k].quality > self.levels:
                 raise BadInputError(f"{names[k]}: quality level {headers[k].quality}, this model codes 1 to {self.levels}")
-        decoded = self.enhancement.decode(
-            [headers[k].enhancement.payload for k in layered], [np.asarray(bases[k]) for k in layered],
+        crcs = self.enhancement.decode(  # enhances bases[k], images[slots[k]], in place
+            [headers[k].enhancement.payload for k in layered], [bases[k] for k in layered],
             [headers[k].quality - 2 for k in layered],
             base_crcs=[bitstream.symbols_crc_start(headers[k].token_crc32) for k in layered],
             names=[names[k] for k in layered], tokens=[grids[k].numpy() for k in layered], on_tiles=on_tiles)
-        for k, (pixels, crc) in zip(layered, decoded):
+        for k, crc in zip(layered, crcs):
             if headers[k].enhancement.sealed(crc).crc32 != headers[k].enhancement.crc32:
                 raise BadInputError(f"{names[k]}: enhancement fails its checksum (damaged file, or this machine "
                                     "computes different probabilities than the encoder's)")
-            images[slots[k]] = Image.fromarray(pixels, "RGB")
+            images[slots[k]] = bases[k]
 
     def decompress(self, data: bytes, name: str = "input") -> Image.Image:
         return self.decompress_many([data], [name])[0]

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 import torch
+from PIL import Image
 
 from .coder import coding_chunks
 from .enhance_exact import ONE, ChunkCoder, ExactEnhancerEntropy, chunk_base, select_base
 from .enhancer import Enhancer
 from .errors import BadInputError
 from .memory import release_free_memory
+from .windows import crop_padded, paste_within
 
 MAX_BATCH_TILES = 32  # tiles per network pass (speed and memory only: the same bytes)
 
@@ -37,23 +39,19 @@ class Coded:
     pixels: np.ndarray | None  # (H, W, 3) uint8, what a decoder shows (when asked for)
 
 
-def _padded(pixels: np.ndarray, patch: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> padded to whole patches, the last row and column repeated."""
-    height, width = pixels.shape[:2]
-    return np.pad(pixels, ((0, -height % patch), (0, -width % patch), (0, 0)), mode="edge")
-
-
-def _tiles(arrays: Sequence[np.ndarray], chunk, patch: int) -> torch.Tensor:
-    """Pixel tiles of `chunk` from each padded (H', W', 3) uint8 array -> (len*n, 3, th*p, tw*p) float."""
-    cut = [a[r0 * patch : r1 * patch, c0 * patch : c1 * patch] for a in arrays for r0, r1, c0, c1 in chunk]
+def _tiles(images: Sequence[Image.Image], chunk, patch: int) -> torch.Tensor:
+    """Pixel tiles of `chunk` from each RGB image, padded to whole patches as the tokenizer pads
+    -> (len*n, 3, th*p, tw*p) float."""
+    cut = [crop_padded(image, r0 * patch, r1 * patch, c0 * patch, c1 * patch) for image in images
+           for r0, r1, c0, c1 in chunk]
     return torch.from_numpy(np.stack(cut)).permute(0, 3, 1, 2).float() / 255
 
 
-def _place(canvases: Sequence[np.ndarray], chunk, patch: int, pixels: torch.Tensor) -> None:
+def _place(canvases: Sequence[Image.Image], chunk, patch: int, pixels: torch.Tensor) -> None:
     values = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     for slot, tile in enumerate(values):
         r0, r1, c0, c1 = chunk[slot % len(chunk)]
-        canvases[slot // len(chunk)][r0 * patch : r1 * patch, c0 * patch : c1 * patch] = tile
+        paste_within(canvases[slot // len(chunk)], tile, r0 * patch, c0 * patch)
 
 
 def _chunk_tokens(grids: Sequence[np.ndarray] | None, members: list[int], chunk) -> np.ndarray | None:
@@ -96,23 +94,21 @@ class EnhancementCoder:
         """Symbols and integer means (n, C, h, w) at a 0-based level -> what D reads: ŷ / g."""
         return (symbols + means / ONE) * self.entropy.inv_gain[level][None, :, None, None]
 
-    def encode(self, images: Sequence[np.ndarray], bases: Sequence[np.ndarray], levels: Sequence[int], *,
+    def encode(self, images: Sequence[Image.Image], bases: Sequence[Image.Image], levels: Sequence[int], *,
                base_crcs: Sequence[int], tokens: Sequence[np.ndarray] | None = None, reconstruct: bool = False,
                on_tiles: Callable[[int], None] | None = None) -> list[list[Coded]]:
-        """Images and their base reconstructions ((H, W, 3) uint8, one size) and token grids
-        (rows, cols) -> per image, its enhancement at each 0-based level in `levels` (with the
-        decoded pixels if `reconstruct`)."""
-        height, width = images[0].shape[:2]
+        """RGB images and their base reconstructions (PIL, one size) and token grids (rows, cols)
+        -> per image, its enhancement at each 0-based level in `levels` (with the decoded pixels
+        if `reconstruct`). Tiles are cut from the images as they are coded: no whole-image copies."""
+        width, height = images[0].size
         rows, cols = -(-height // self.patch), -(-width // self.patch)
-        padded = [_padded(a, self.patch) for a in images]
-        padded_bases = [_padded(a, self.patch) for a in bases]
         encoders = [[constriction.stream.queue.RangeEncoder() for _ in levels] for _ in images]
         crcs = [[base_crcs[i]] * len(levels) for i in range(len(images))]
-        canvases = [[a.copy() for _ in levels] if reconstruct else [] for a in padded_bases]
+        canvases = [[base.copy() for _ in levels] if reconstruct else [] for base in bases]
         for chunk in coding_chunks(rows, cols, *self.tile):
             for batch in _batches(len(images), len(chunk)):
-                x = _tiles(padded[batch], chunk, self.patch)
-                x0 = _tiles(padded_bases[batch], chunk, self.patch)
+                x = _tiles(images[batch], chunk, self.patch)
+                x0 = _tiles(bases[batch], chunk, self.patch)
                 latents = self.model.encode(x, x0).numpy()  # (b*n, C, th, tw), unscaled
                 shape = (len(chunk), *latents.shape[1:])
                 members = list(range(len(images))[batch])
@@ -136,25 +132,24 @@ class EnhancementCoder:
                 if on_tiles is not None:
                     on_tiles(len(chunk) * (batch.stop - batch.start))
         return [[Coded(encoders[i][slot].get_compressed().astype("<u4").tobytes(), crcs[i][slot],
-                       canvases[i][slot][:height, :width] if reconstruct else None) for slot in range(len(levels))]
+                       np.asarray(canvases[i][slot]) if reconstruct else None) for slot in range(len(levels))]
                 for i in range(len(images))]
 
-    def decode(self, payloads: Sequence[bytes], bases: Sequence[np.ndarray], levels: Sequence[int], *,
+    def decode(self, payloads: Sequence[bytes], bases: Sequence[Image.Image], levels: Sequence[int], *,
                base_crcs: Sequence[int], names: Sequence[str], tokens: Sequence[np.ndarray] | None = None,
-               on_tiles: Callable[[int], None] | None = None) -> list[tuple[np.ndarray, int]]:
-        """Enhancement payloads of images of one size, their base reconstructions, 0-based levels
-        and token grids (rows, cols) -> (pixels (H, W, 3) uint8, checksum of the decoded symbols) each."""
-        height, width = bases[0].shape[:2]
+               on_tiles: Callable[[int], None] | None = None) -> list[int]:
+        """Enhancement payloads of images of one size, their base reconstructions (RGB PIL images,
+        enhanced in place: each tile is read before it is replaced, and no tile reads another),
+        0-based levels and token grids (rows, cols) -> the checksum of each one's decoded symbols."""
+        width, height = bases[0].size
         rows, cols = -(-height // self.patch), -(-width // self.patch)
-        padded_bases = [_padded(a, self.patch) for a in bases]
         decoders = [constriction.stream.queue.RangeDecoder(np.frombuffer(p, dtype="<u4").astype(np.uint32))
                     for p in payloads]
         crcs = list(base_crcs)
-        canvases = [a.copy() for a in padded_bases]
         for chunk in coding_chunks(rows, cols, *self.tile):
             for batch in _batches(len(payloads), len(chunk)):
                 members = list(range(len(payloads))[batch])
-                x0 = _tiles(padded_bases[batch], chunk, self.patch)
+                x0 = _tiles(bases[batch], chunk, self.patch)
                 shape = (len(chunk), self.model.config.latent_channels, chunk[0][1] - chunk[0][0],
                          chunk[0][3] - chunk[0][2])
                 latents: dict[int, np.ndarray] = {}
@@ -172,9 +167,9 @@ class EnhancementCoder:
                         latents[index] = self._latents(symbols, means, level)
                 pixels = self.model.decode(torch.from_numpy(np.concatenate([latents[i] for i in members])).float(), x0)
                 for offset, index in enumerate(members):
-                    _place([canvases[index]], chunk, self.patch, pixels[offset * len(chunk) : (offset + 1) * len(chunk)])
+                    _place([bases[index]], chunk, self.patch, pixels[offset * len(chunk) : (offset + 1) * len(chunk)])
                 if len(chunk) > 1:
                     release_free_memory()
                 if on_tiles is not None:
                     on_tiles(len(chunk) * len(members))
-        return [(canvas[:height, :width], crc) for canvas, crc in zip(canvases, crcs)]
+        return crcs

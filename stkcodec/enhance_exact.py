@@ -30,6 +30,7 @@ ONE = float(2**FRAC_BITS)
 LN2_UNITS = 2839  # round(ln 2 * 2**FRAC_BITS): a log scale's step between tables is this / SCALE_STEPS
 LOG_SCALE_MIN_UNITS = -9041  # round(ln(SCALE_MIN) * 2**FRAC_BITS)
 TABLE_SAMPLES = 16  # midpoints per unit bin when a table is integrated
+COLUMN_ELEMENTS = 2**22  # a context network's first-layer columns per slice of tiles (32 MB; memory only)
 
 
 FINE_FRACTION = root_products(EXP2_FRACTION[1], 8)  # 2**(-j / 2**16), j < 256: past EXP2_FRACTION's roots
@@ -132,7 +133,13 @@ class _IntegerNet:
 
     def __call__(self, decoded: np.ndarray, level: int, hidden_term: np.ndarray | None = None) -> np.ndarray:
         """Decoded latents (n, inputs, h, w), integer units, zero where not decoded (and a term
-        added to the first hidden layer) -> raw means and log scales (n, 2C, h*w), integer units."""
+        added to the first hidden layer) -> raw means and log scales (n, 2C, h*w), integer units.
+        Runs in slices of the n tiles (each tile's integers the same either way): the first
+        layer's columns are inputs·25 values a cell."""
+        step = max(1, COLUMN_ELEMENTS // (decoded[0].size * self.kernel**2))
+        if len(decoded) > step:
+            return np.concatenate([self(decoded[b : b + step], level, None if hidden_term is None else
+                                        hidden_term[b : b + step]) for b in range(0, len(decoded), step)])
         weights, scale = self.first[level]
         columns = F.unfold(torch.from_numpy(decoded), self.kernel, padding=self.kernel // 2).numpy()  # (n, in*k*k, h*w)
         hidden = np.round(_matmul(weights, columns) * scale[:, None]) + self.first_bias[:, None]  # (n, M, h*w)

@@ -52,6 +52,7 @@ FLOAT32_EXACT = 2**24  # every integer up to this is a float32, so integer sums 
 PROBABILITY_BITS = 40  # token weights handed to the range coder are integers <= 2**40
 LOG2_E = 1.4426950408889634  # the float64 nearest log2(e), spelled out so no libm is involved
 NEG_LARGE = -(2.0**50)  # a masked score: its weight underflows to exactly 0
+ATTENTION_ELEMENTS = 2**21  # scores per slice of a batch's attention (16 MB of float64; memory only: the same integers)
 FAMILY = constriction.stream.model.Categorical(perfect=False)  # how the range coder reads token weights
 
 
@@ -255,7 +256,19 @@ class ExactTokenPrior:
             cache.keys[index][:, :, past : past + new] = k
             cache.values[index][:, :, past : past + new] = v
             k, v = cache.keys[index][:, :, : past + new], cache.values[index][:, :, : past + new]
-        # In place where it can be: these (B, H, T, S) arrays dominate the time, and fresh ones page-fault.
+        # The (B, H, T, S) arrays of scores and weights dominate time and memory: a batch of many
+        # tiles (a chunk of a large image, or many frames) runs in slices of the batch, each entry's
+        # integers the same either way (no entry reads another's).
+        step = max(1, ATTENTION_ELEMENTS // (q.shape[1] * q.shape[2] * k.shape[2]))
+        parts = [self._mix(layer, q[b : b + step], k[b : b + step], v[b : b + step], mask, keys, length, past)
+                 for b in range(0, batch, step)]
+        mixed = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return layer["proj"](mixed.transpose(0, 2, 1, 3).reshape(batch, length, dim))
+
+    def _mix(self, layer: dict, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
+             keys: int | None, length: int, past: int) -> np.ndarray:
+        """Attention of queries q (b, H, T, hd) over keys and values (b, H, S, hd): (b, H, T, hd) integers."""
+        # In place where it can be: these arrays dominate the time, and fresh ones page-fault.
         if self.int8:  # float64 from here, as in the float64 arithmetic
             scores = products32(quantise(q, layer["q"]), quantise(k, layer["k"]).swapaxes(-1, -2),
                                 INT8 * INT8).astype(np.float64, copy=False)
@@ -276,7 +289,7 @@ class ExactTokenPrior:
         else:
             weights = exp2_weights(scores, ATTENTION_BITS)
             mixed = np.round(_matmul(weights, v) / weights.sum(-1, keepdims=True))
-        return layer["proj"](mixed.transpose(0, 2, 1, 3).reshape(batch, length, dim))
+        return mixed
 
     def _run(self, x: np.ndarray, cache: ExactCache | None, *, keys: int | None = None,
              mask: np.ndarray | None = None, readout: slice = slice(None)) -> np.ndarray:

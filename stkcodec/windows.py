@@ -15,7 +15,6 @@ from PIL import Image
 
 from .coder import tile_layout
 from .memory import release_free_memory
-from .patches import pad_to_patches
 from .tokenizer import Tokenizer
 
 WINDOW = 32  # grid cells per side of a tokenizer window (halo excluded)
@@ -26,10 +25,20 @@ def _windows(rows: int, cols: int) -> list[tuple[int, int, int, int]]:
     return tile_layout(rows, cols, WINDOW, WINDOW)
 
 
-def _padded_array(image: Image.Image, patch: int) -> np.ndarray:
-    """(H', W', 3) uint8 pixels, padded to whole patches as the tokenizer pads (patches.py)."""
-    pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None]  # (1, 3, H, W)
-    return pad_to_patches(pixels, patch)[0].permute(1, 2, 0).numpy()
+def crop_padded(image: Image.Image, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """Pixels [top:bottom, left:right] (H, W, 3) uint8 of an RGB image padded past its right and
+    bottom edges as the tokenizer pads (patches.py: the last row and column repeated), cut
+    without a copy of the whole image (memory stays bounded for any image size)."""
+    box = (left, top, min(right, image.width), min(bottom, image.height))
+    pixels = np.asarray(image.crop(box) if box != (0, 0, image.width, image.height) else image)
+    short = (bottom - top - pixels.shape[0], right - left - pixels.shape[1])
+    return np.pad(pixels, ((0, short[0]), (0, short[1]), (0, 0)), mode="edge") if any(short) else pixels
+
+
+def paste_within(canvas: Image.Image, pixels: np.ndarray, top: int, left: int) -> None:
+    """Pixels (h, w, 3) uint8 into an RGB canvas at (top, left), the part past its edges dropped."""
+    height, width = min(len(pixels), canvas.height - top), min(pixels.shape[1], canvas.width - left)
+    canvas.paste(Image.fromarray(np.ascontiguousarray(pixels[:height, :width]), "RGB"), (left, top))
 
 
 def window_count(rows: int, cols: int) -> int:
@@ -45,40 +54,42 @@ def image_tokens(tokenizer: Tokenizer, images: Sequence[Image.Image],
     rows, cols = tokenizer.grid_shape(images[0].height, images[0].width)
     grids = torch.empty(len(images), rows, cols, dtype=torch.int64)
     for start in range(0, len(images), IMAGES_PER_BATCH):
-        arrays = np.stack([_padded_array(image, p) for image in images[start : start + IMAGES_PER_BATCH]])
+        batch = [image if image.mode == "RGB" else image.convert("RGB") for image in images[start : start + IMAGES_PER_BATCH]]
         windows = _windows(rows, cols)
         for r0, r1, c0, c1 in windows:
             h0, h1, w0, w1 = max(0, r0 - halo), min(rows, r1 + halo), max(0, c0 - halo), min(cols, c1 + halo)
-            pixels = torch.from_numpy(arrays[:, h0 * p : h1 * p, w0 * p : w1 * p]).permute(0, 3, 1, 2).float() / 255
+            crops = np.stack([crop_padded(image, h0 * p, h1 * p, w0 * p, w1 * p) for image in batch])
+            pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
             tokens = tokenizer.encode_index(pixels)
-            grids[start : start + len(arrays), r0:r1, c0:c1] = tokens[:, r0 - h0 : r1 - h0, c0 - w0 : c1 - w0]
+            grids[start : start + len(batch), r0:r1, c0:c1] = tokens[:, r0 - h0 : r1 - h0, c0 - w0 : c1 - w0]
             if len(windows) > 1:
                 release_free_memory()
             if on_window is not None:
-                on_window(len(arrays))
+                on_window(len(batch))
     return list(grids)
 
 
 def token_images(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tuple[int, int],
                  on_window: Callable[[int], None] | None = None) -> list[Image.Image]:
-    """Token grids of one shape -> RGB images of `size` (width, height), window by window
-    (`on_window(n)`: n more image-windows done)."""
+    """Token grids of one shape -> RGB images of `size` (width, height), window by window, each
+    window pasted into its image (`on_window(n)`: n more image-windows done)."""
     p, halo = tokenizer.config.patch_size, tokenizer.grid_radius
     rows, cols = grids[0].shape
-    width, height = size
     images = []
     for start in range(0, len(grids), IMAGES_PER_BATCH):
         batch = torch.stack(list(grids[start : start + IMAGES_PER_BATCH]))
-        canvas = np.empty((len(batch), rows * p, cols * p, 3), dtype=np.uint8)
+        canvases = [Image.new("RGB", size) for _ in batch]
         windows = _windows(rows, cols)
         for r0, r1, c0, c1 in windows:
             h0, h1, w0, w1 = max(0, r0 - halo), min(rows, r1 + halo), max(0, c0 - halo), min(cols, c1 + halo)
             pixels = tokenizer.decode_index(batch[:, h0:h1, w0:w1])  # (B, 3, (h1-h0)p, (w1-w0)p)
             core = pixels[:, :, (r0 - h0) * p : (r1 - h0) * p, (c0 - w0) * p : (c1 - w0) * p]
-            canvas[:, r0 * p : r1 * p, c0 * p : c1 * p] = (core * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            values = (core * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            for canvas, window in zip(canvases, values):
+                paste_within(canvas, window, r0 * p, c0 * p)
             if len(windows) > 1:
                 release_free_memory()
             if on_window is not None:
                 on_window(len(batch))
-        images.extend(Image.fromarray(np.ascontiguousarray(a[:height, :width]), "RGB") for a in canvas)
+        images.extend(canvases)
     return images
