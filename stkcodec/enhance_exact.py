@@ -201,7 +201,11 @@ class ExactEnhancerEntropy:
         without the base network, (n, C, h*w) from its `base` output."""
         if base is None:
             return self.anchor_mean[level][:, None], self.anchor_index[level][:, None]
-        raw_mean, raw_log_scale = base[0][:, : self.channels], base[0][:, self.channels :]
+        return self._moved_anchors(base[0], level)
+
+    def _moved_anchors(self, raw: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw means and log scales (n, 2C, h*w) that move the anchors' own -> integer means and tables."""
+        raw_mean, raw_log_scale = raw[:, : self.channels], raw[:, self.channels :]
         mean = self.anchor_mean[level][:, None] + np.round(raw_mean * self.gain[level][:, None])
         return mean, scale_index(self.anchor_log_scale[level][:, None] + raw_log_scale)
 
@@ -230,13 +234,8 @@ class ExactEnhancerEntropy:
         """A model with leading channels: the anchors' leading channels decoded (n, C, h, w), integer
         units, zero elsewhere -> integer means and tables (n, C, h, w) of the anchors' other channels
         (read there only): the anchors' own, moved by the anchor_rest network."""
-        n, channels, rows, cols = decoded_lead.shape
-        rest = self.anchor_rest(np.ascontiguousarray(decoded_lead[:, self.lead]), level)  # (n, 2C, h*w)
-        raw_mean, raw_log_scale = rest[:, :channels], rest[:, channels:]
-        if base is not None:
-            raw_mean, raw_log_scale = raw_mean + base[0][:, :channels], raw_log_scale + base[0][:, channels:]
-        mean = self.anchor_mean[level][:, None] + np.round(raw_mean * self.gain[level][:, None])
-        index = scale_index(self.anchor_log_scale[level][:, None] + raw_log_scale)
+        raw = self.anchor_rest(np.ascontiguousarray(decoded_lead[:, self.lead]), level)  # (n, 2C, h*w)
+        mean, index = self._moved_anchors(raw if base is None else raw + base[0], level)
         return mean.reshape(decoded_lead.shape), index.reshape(decoded_lead.shape)
 
     def other_others(self, decoded: np.ndarray, level: int, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
