@@ -5,7 +5,9 @@ pixel that sits on a tie to the next 8-bit level (docs/portability-valid-500.jso
 than one level). So a decoded vector may differ from its reference PNG by at most one level, in
 at most PIXEL_TOLERANCE of its values; anything more fails.
 
-formats/vectors/<model name>/ holds each model's files. STKC_GENERATE_VECTORS=1 writes the
+formats/vectors/<model name>/ holds each model's files, their manifest (vectors.json) and their
+decoded pixels (pixels.npz: one uint8 array per vector, named as it is, NumPy's zip of .npy
+files). STKC_GENERATE_VECTORS=1 writes the
 default model's, on purpose only: when a new default model ships or the format changes.
 """
 
@@ -75,17 +77,24 @@ def codec():
 def test_generate_vectors(codec):
     folder = VECTORS / zoo.shipped()["default"]
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = {}
+    manifest, pixels = {}, {}
     for name, (image, quality) in sources().items():
         data = codec.compress(image, quality=quality)
         (folder / f"{name}.stkc").write_bytes(data)
         (header, tokens), = codec.tokens_many([data])
-        decoded = codec.decompress(data)
-        decoded.save(folder / f"{name}.png")
+        pixels[name] = np.asarray(codec.decompress(data))
         manifest[name] = {"width": image.width, "height": image.height, "level": header.quality, "bytes": len(data),
                           "tokens_sha256": digest(tokens.numpy().astype("<u2")),
-                          "pixels_sha256": digest(np.asarray(decoded))}
+                          "pixels_sha256": digest(pixels[name])}
+    np.savez_compressed(folder / "pixels.npz", **pixels)
     (folder / "vectors.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+@functools.cache
+def reference_pixels(model: str) -> dict[str, np.ndarray]:
+    """A model's vectors' decoded pixels, by name (H x W x 3 for RGB, H x W for gray)."""
+    with np.load(VECTORS / model / "pixels.npz", allow_pickle=False) as stored:
+        return {name: stored[name] for name in stored.files}
 
 
 def manifest(model: str) -> dict:
@@ -117,12 +126,11 @@ def test_vector_decodes_to_its_tokens_and_pixels(codec, model, name):
     if header.quality == 1:  # the base layer alone: the tokenizer's pixels
         base, = token_images(maker.model.tokenizer, [tokens], (header.width, header.height))
         assert np.array_equal(np.asarray(base.convert(header.mode)).astype(int), decoded)
-    with Image.open(VECTORS / model / f"{name}.png") as reference:
-        assert reference.mode == header.mode
-        reference_pixels = np.asarray(reference).astype(int)
-    assert digest(reference_pixels.astype(np.uint8)) == expected["pixels_sha256"]  # the reference is the golden one
-    assert decoded.shape == reference_pixels.shape
-    difference = np.abs(decoded - reference_pixels)
+    reference = reference_pixels(model)[name]
+    assert reference.dtype == np.uint8 and reference.ndim == (3 if header.mode == "RGB" else 2)
+    assert digest(reference) == expected["pixels_sha256"]  # the reference is the golden one
+    assert decoded.shape == reference.shape
+    difference = np.abs(decoded - reference.astype(int))
     assert difference.max() <= 1 and (difference > 0).mean() <= PIXEL_TOLERANCE, (
         f"{model}/{name}: {int((difference > 0).sum())} values differ, by up to {difference.max()}")
 
