@@ -29,6 +29,12 @@ borrower's folder), its model id and the tensors taken from it, which the borrow
 store. An enhancement layer trained with E and D kept (`--keep-transforms`) ships as its entropy
 model alone, beside the model it started from. Reading one reads the lender (which may not
 borrow in turn), checks its id, and takes the tensors; the borrower's own id then covers them.
+
+A model file may be *decode-only* (`decoding_payload`, `stkc train retire`): the tensors only
+its encoder uses are left out (a model class names them: `ModelFile.ENCODER_ONLY`), and `retired`
+lists them with the id of what is kept (`kept_id`, compute_model_id of the config and the stored
+tensors), which loading checks in place of `model_id`: the model keeps its id (the files it wrote
+name it), the stored weights stay checked, and the model's `retired` names what it cannot do.
 """
 
 from __future__ import annotations
@@ -86,7 +92,15 @@ def from_payload(payload: dict, *, kind: str | None = None, source: str = "model
     architecture, _ = split_config(found, payload["config"])
     try:
         model = build(config_class(**architecture))
-        model.load_state_dict(model.unpacked(payload["state_dict"]))
+        retired = tuple((payload.get("retired") or {}).get("names", ()))
+        state = model.unpacked(payload["state_dict"])
+        if retired:  # a decode-only file: its encoder's weights stay as built, and unused
+            if not all(name.split(".")[0] in model.ENCODER_ONLY for name in retired):
+                raise ValueError("a retired tensor its decoder needs")
+            own = model.state_dict()
+            state = {**{name: own[name] for name in retired if name in own}, **state}
+        model.load_state_dict(state)
+        model.retired = retired
     except (TypeError, RuntimeError, ValueError) as error:
         raise BadInputError(f"{source}: weights do not fit a {found} ({str(error).splitlines()[0]})") from None
     # ModelFile declares these two on every network class that inherits it
@@ -227,6 +241,21 @@ def borrowing_payload(payload: dict, lender: str | Path, path: str | Path) -> di
             "borrowed": {"file": relative, "model_id": theirs["model_id"], "names": names}}
 
 
+def decoding_payload(payload: dict) -> dict:
+    """A model file's payload without the tensors only its encoder uses (see the module's
+    docstring): it decodes what the model wrote, bit for bit, and encodes no more."""
+    if "retired" in payload:
+        return payload
+    model_classes(payload["kind"])  # registers the kind's class
+    network = ModelFile.kinds[payload["kind"]]
+    names = sorted(name for name in payload["state_dict"] if name.split(".")[0] in network.ENCODER_ONLY)
+    if not names:
+        raise BadInputError(f"a {payload['kind']} model has no encoder-only weights to leave out")
+    kept = {name: tensor for name, tensor in payload["state_dict"].items() if name not in names}
+    return {**payload, "state_dict": kept,
+            "retired": {"names": names, "kept_id": compute_model_id(payload["config"], kept)}}
+
+
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a.view(torch.uint8) if a.dim() else a,
                                                                           b.view(torch.uint8) if b.dim() else b))
@@ -276,7 +305,14 @@ def read_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
     config, state_dict = payload.get("config"), payload.get("state_dict")
     if not isinstance(config, dict) or not isinstance(state_dict, dict):
         raise BadInputError(f"{path}: model file lacks its config or weights")
-    if payload.get("model_id") != compute_model_id(config, state_dict):
+    retired = payload.get("retired")
+    if retired is not None:
+        if not isinstance(retired, dict) or retired.get("kept_id") != compute_model_id(config, state_dict):
+            raise ModelMismatchError(f"{path}: weights do not match the ids the decode-only file claims")
+        names = retired.get("names")
+        if not isinstance(names, list) or not all(isinstance(n, str) and n not in state_dict for n in names):
+            raise BadInputError(f"{path}: damaged list of retired tensors")
+    elif payload.get("model_id") != compute_model_id(config, state_dict):
         raise ModelMismatchError(f"{path}: weights do not match the model id the file claims")
     return payload
 

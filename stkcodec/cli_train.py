@@ -314,7 +314,8 @@ def train_prior(ctx: click.Context, tokens_path, valid_tokens, **options) -> Non
                    "from its scales moved to match).")
 @click.option("--leading-channels", type=click.IntRange(1), default=None,
               help="Code this many channels of each half of the checkerboard first, and the others given "
-                   "them (four passes; with --start-from, the channels on which its anchors spend most bits).")
+                   "them (four passes; with --start-from, the channels on which its anchors spend most bits; "
+                   "without this option, --start-from keeps its model's own).")
 @click.option("--keep-transforms", is_flag=True,
               help="Train the entropy model and gains only: E and D stay as they are (with --start-from; a "
                    "shipped file can then borrow them from the model it started from).")
@@ -415,6 +416,8 @@ def train_enhancer(ctx: click.Context, data, valid, frames, mirrored, augmented,
                                   leading_channels)
         config = dataclasses.replace(config, leading_channels=lead)
         say(ctx, f"leading channels: {', '.join(map(str, lead))}")
+    elif trained is not None:  # without the option, a model started from keeps the channels it codes first
+        config = dataclasses.replace(config, leading_channels=trained.config.leading_channels)
     model = Enhancer(config)
     provenance = {"base_tokenizer_id": tokenizer.model_id}
     if trained is not None:
@@ -460,6 +463,33 @@ def train_compact(ctx: click.Context, model_path, output, lender, force) -> None
     after = Path(output).stat().st_size
     lent = f", {len(payload['borrowed']['names'])} tensors borrowed from {lender}" if lender else ""
     say(ctx, f"{output}: {payload['kind']} {payload['model_id'][:12]}, {after:,} bytes ({before:,} before){lent}")
+
+
+@train.command("retire", context_settings=CONTEXT)
+@click.argument("model_path", metavar="MODEL", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The decode-only model file to write (.pt).")
+@click.option("--force", is_flag=True, help="Replace an existing output.")
+@click.pass_context
+def train_retire(ctx: click.Context, model_path, output, force) -> None:
+    """Write a decode-only copy of an enhancement layer: without its encoder E (compact, the same
+    model id). It decodes every file the model wrote, at every level, bit for bit; compressing
+    with it is refused above level 1. How earlier shipped models make room for new ones."""
+    from pathlib import Path
+
+    from .checkpoint import atomic_save, compact_payload, decoding_payload, read_checkpoint, read_payload
+    from .outputs import check_writable
+
+    check_writable(Path(output), force=force, inputs=[model_path])
+    if "borrowed" in read_payload(model_path):
+        raise click.UsageError(f"{model_path}: borrows tensors; retire the file that holds them")
+    payload = read_checkpoint(model_path, kind="enhancer")
+    if {"optimizer", "rng"} & set(payload):
+        raise click.UsageError(f"{model_path}: a training checkpoint; retire a model file (-o of stkc train)")
+    kept = decoding_payload(payload)
+    atomic_save(compact_payload(kept), output)
+    say(ctx, f"{output}: decode-only {payload['kind']} {payload['model_id'][:12]}, {Path(output).stat().st_size:,} "
+             f"bytes ({Path(model_path).stat().st_size:,} before), {len(kept['retired']['names'])} encoder tensors "
+             "left out")
 
 
 @train.command("int8", context_settings=CONTEXT)

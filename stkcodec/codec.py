@@ -113,6 +113,16 @@ class Codec:
             raise BadInputError(f"quality {quality!r} is not a level of this model (valid: {valid})")
         return quality
 
+    def check_encodes(self, top: int) -> None:
+        """Refuses to encode above level 1 with a decode-only enhancement layer (its encoder E was
+        left out of the shipped file: checkpoint.decoding_payload); `top` is the highest level asked."""
+        enhancer = self.model.enhancer
+        if top > 1 and enhancer is not None and enhancer.retired:
+            name = zoo.shipped_name(self.model.model_id) or "this model"
+            raise BadInputError(f"{name} decodes every level but encodes level 1 only (its enhancement encoder was "
+                                f"retired to keep the shipped models small); for levels 2 to {self.levels} use "
+                                f"the default model")
+
     def compress_many(self, images: Sequence[Image.Image], *, quality: int | None = None,
                       target_bytes: int | None = None, target_psnr: float | None = None,
                       names: Sequence[str] | None = None, errors: str = "raise",
@@ -146,6 +156,7 @@ class Codec:
         if quality is not None and (target_bytes is not None or target_psnr is not None):
             raise BadInputError("give quality= or a target, not both")
         asked, quality = quality, self.check_quality(self.model.default_quality if quality is None else quality)
+        self.check_encodes(self.levels if target_bytes is not None or target_psnr is not None else quality)
         names = _names(names, len(images), "image")
         if errors == "collect":
             return each_alone_on_error(
@@ -253,6 +264,7 @@ class Codec:
         level, 1 first: one encoder pass for all of them (what target_psnr= weighs; benchmarks).
         The pixels are the encoder's own reconstruction, which a decoder matches up to float
         rounding (formats/stkc.md, Pixels)."""
+        self.check_encodes(self.levels)
         results: list = [None] * len(images)
         with torch.inference_mode():
             for size, members in self._by_size(images, _names(None, len(images), "image")).items():

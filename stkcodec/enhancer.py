@@ -170,6 +170,7 @@ class Enhancer(nn.Module, ModelFile):
     """x, base reconstruction x0 -> enhancement symbols and the enhanced reconstruction."""
 
     kind = "enhancer"
+    ENCODER_ONLY = ("enc_embed", "enc_blocks", "enc_out")  # E: decoding needs D and the entropy model
     config_class = EnhancerConfig
 
     def __init__(self, config: EnhancerConfig) -> None:

@@ -46,6 +46,8 @@ class ModelFile:
     kinds: ClassVar[dict[str, type]] = {}  # kind -> the class that builds it (registered by defining it)
     model_id: str | None = None  # compute_model_id of the file it was read from (None: never saved)
     provenance: Mapping[str, Any] = MappingProxyType({})  # the file's: training data, steps, same_encoder_as
+    ENCODER_ONLY: ClassVar[tuple[str, ...]] = ()  # modules only encoding uses (a decode-only file leaves them out)
+    retired: tuple[str, ...] = ()  # the tensors a decode-only file left out (checkpoint.decoding_payload)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -171,6 +171,61 @@ def test_a_borrowing_model_file_holds_only_its_own_tensors(tmp_path):
     assert itself.exit_code != 0 and "Traceback" not in itself.output
 
 
+def test_a_decode_only_enhancer_decodes_every_level_and_encodes_level_1_only(tmp_path):
+    """`stkc train retire`: the file leaves out E, keeps the model id, decodes what the full
+    model wrote at every level to the same pixels, encodes level 1 byte for byte, and refuses
+    levels 2 and up (and targets) with one line, through the CLI too; damaged or borrowing
+    inputs are refused."""
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    from stkcodec.checkpoint import read_checkpoint
+    from stkcodec.cli import main
+    from stkcodec.codec import Codec
+
+    from .conftest import _model_folder
+
+    (tmp_path / "full").mkdir()
+    full = Path(_model_folder(tmp_path / "full", layered=True, tokens=True))
+    retired = tmp_path / "retired"
+    shutil.copytree(full, retired)
+    result = CliRunner().invoke(main, ["train", "retire", str(full / "enhancer.pt"), "-o", str(retired / "enhancer.pt"),
+                                       "--force"])
+    assert result.exit_code == 0, result.output
+    stored = torch.load(retired / "enhancer.pt", weights_only=True)
+    assert stored["retired"]["names"] and all(n.startswith("enc_") for n in stored["retired"]["names"])
+    model = load_model(retired / "enhancer.pt", kind="enhancer")
+    assert model.model_id == load_model(full / "enhancer.pt").model_id and model.retired == tuple(stored["retired"]["names"])
+    assert (retired / "enhancer.pt").stat().st_size < (full / "enhancer.pt").stat().st_size
+    image = make_image(40, 30, seed=5)
+    old, new = Codec(str(full)), Codec(str(retired))
+    assert new.model.model_id == old.model.model_id
+    for quality in range(1, old.levels + 1):
+        data = old.compress(image, quality=quality)
+        assert np.array_equal(np.asarray(new.decompress(data)), np.asarray(old.decompress(data)))
+    assert new.compress(image, quality=1) == old.compress(image, quality=1)
+    for options in ({"quality": 2}, {"target_bytes": 10_000}, {"target_psnr": 30.0}):
+        with pytest.raises(BadInputError, match="encodes level 1 only"):
+            new.compress(image, **options)
+    image.save(tmp_path / "in.png")
+    cli = CliRunner().invoke(main, ["compress", str(tmp_path / "in.png"), "--model", str(retired), "-q", "2",
+                                    "-o", str(tmp_path / "out.stkc")])
+    assert cli.exit_code != 0 and "encodes level 1 only" in cli.output and "Traceback" not in cli.output
+    assert not (tmp_path / "out.stkc").exists()
+    again = CliRunner().invoke(main, ["train", "retire", str(retired / "enhancer.pt"), "-o", str(tmp_path / "x.pt")])
+    assert again.exit_code == 0, again.output  # retiring a decode-only file keeps it as it is
+    assert read_checkpoint(tmp_path / "x.pt")["retired"] == read_checkpoint(retired / "enhancer.pt")["retired"]
+    damaged = dict(stored, retired={**stored["retired"], "kept_id": "0" * 64})
+    torch.save(damaged, tmp_path / "bad.pt")
+    with pytest.raises(ModelMismatchError, match="decode-only"):
+        load_model(tmp_path / "bad.pt")
+    prior = CliRunner().invoke(main, ["train", "retire", str(full / "prior.pt"), "-o", str(tmp_path / "p.pt")])
+    assert prior.exit_code != 0 and "Traceback" not in prior.output
+
+
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "shape", "negative", "dtype"])
 def test_damaged_compact_weights_are_refused(tmp_path, damage):
     from stkcodec.checkpoint import compact_payload, read_checkpoint

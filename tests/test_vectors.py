@@ -24,6 +24,7 @@ from PIL import Image
 
 from stkcodec import bitstream, zoo
 from stkcodec.codec import Codec
+from stkcodec.errors import BadInputError
 from stkcodec.windows import token_images
 
 from .conftest import make_image
@@ -150,7 +151,12 @@ def test_older_models_vectors_re_encode_to_the_same_payloads(model, name):
     an encoder writes today."""
     data = (VECTORS / model / f"{name}.stkc").read_bytes()
     header, payload = bitstream.parse(data)
-    again, again_payload = bitstream.parse(Codec(model).compress(source_image(name), quality=header.quality))
+    older = Codec(model)
+    if header.quality > 1 and older.model.enhancer.retired:  # a decode-only file (its E left out)
+        with pytest.raises(BadInputError, match=f"{model} decodes every level but encodes level 1 only"):
+            older.compress(source_image(name), quality=header.quality)
+        return
+    again, again_payload = bitstream.parse(older.compress(source_image(name), quality=header.quality))
     assert again_payload == payload
     assert (again.enhancement and again.enhancement.payload) == (header.enhancement and header.enhancement.payload)
     assert (again.width, again.height, again.mode, again.quality) == (header.width, header.height, header.mode,
