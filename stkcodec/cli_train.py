@@ -471,9 +471,10 @@ def train_compact(ctx: click.Context, model_path, output, lender, force) -> None
 @click.option("--force", is_flag=True, help="Replace an existing output.")
 @click.pass_context
 def train_retire(ctx: click.Context, model_path, output, force) -> None:
-    """Write a decode-only copy of an enhancement layer: without its encoder E (compact, the same
-    model id). It decodes every file the model wrote, at every level, bit for bit; compressing
-    with it is refused above level 1. How earlier shipped models make room for new ones."""
+    """Write a decode-only copy of an enhancement layer or tokenizer: without its encoder's
+    weights (compact, the same model id). It decodes every file the model wrote, at every level,
+    bit for bit; compressing with it is refused (an enhancement layer's, above level 1). How
+    earlier shipped models make room for new ones."""
     from pathlib import Path
 
     from .checkpoint import atomic_save, compact_payload, decoding_payload, read_checkpoint, read_payload
@@ -482,9 +483,11 @@ def train_retire(ctx: click.Context, model_path, output, force) -> None:
     check_writable(Path(output), force=force, inputs=[model_path])
     if "borrowed" in read_payload(model_path):
         raise click.UsageError(f"{model_path}: borrows tensors; retire the file that holds them")
-    payload = read_checkpoint(model_path, kind="enhancer")
+    payload = read_checkpoint(model_path)
     if {"optimizer", "rng"} & set(payload):
         raise click.UsageError(f"{model_path}: a training checkpoint; retire a model file (-o of stkc train)")
+    if payload["kind"] not in ("enhancer", "tokenizer"):
+        raise click.UsageError(f"{model_path}: a {payload['kind']} model; the decoder needs all of it")
     kept = decoding_payload(payload)
     atomic_save(compact_payload(kept), output)
     say(ctx, f"{output}: decode-only {payload['kind']} {payload['model_id'][:12]}, {Path(output).stat().st_size:,} "

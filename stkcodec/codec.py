@@ -114,11 +114,14 @@ class Codec:
         return quality
 
     def check_encodes(self, top: int) -> None:
-        """Refuses to encode above level 1 with a decode-only enhancement layer (its encoder E was
-        left out of the shipped file: checkpoint.decoding_payload); `top` is the highest level asked."""
-        enhancer = self.model.enhancer
+        """Refuses to encode with a decode-only tokenizer, or above level 1 with a decode-only
+        enhancement layer (encoders left out of the shipped files: checkpoint.decoding_payload);
+        `top` is the highest level asked."""
+        enhancer, name = self.model.enhancer, zoo.shipped_name(self.model.model_id) or "this model"
+        if self.model.tokenizer.retired:
+            raise BadInputError(f"{name} decodes only (its tokenizer's encoder was retired to keep the shipped models "
+                                "small); compress with the default model")
         if top > 1 and enhancer is not None and enhancer.retired:
-            name = zoo.shipped_name(self.model.model_id) or "this model"
             raise BadInputError(f"{name} decodes every level but encodes level 1 only (its enhancement encoder was "
                                 f"retired to keep the shipped models small); for levels 2 to {self.levels} use "
                                 f"the default model")

@@ -267,6 +267,7 @@ class Enhancer(nn.Module, ModelFile):
 
     def encode(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """Images and base reconstructions (B, 3, H, W) in [0, 1] -> latents y (B, C, h, w), unscaled."""
+        self.check_encodes()
         p = self.config.patch_size
         x, x0 = pad_to_patches(x, p), pad_to_patches(x0, p)
         return self.enc_out(self.enc_blocks(self.enc_embed(torch.cat([x * 2 - 1, x0 * 2 - 1, (x - x0) * 4], 1))))

@@ -59,6 +59,14 @@ class ModelFile:
         """The network for `config` (a kind made by several classes picks one here)."""
         return cls(config)
 
+    def check_encodes(self) -> None:
+        """Refuses to run the encoder of a decode-only model (its weights were left out)."""
+        if self.retired:
+            from .errors import BadInputError  # errors imports nothing of this package's networks
+
+            raise BadInputError(f"this {self.kind} model is decode-only: its encoder was retired to keep the shipped "
+                                "models small (use the default model to compress)")
+
     def packed(self, state: dict) -> dict:
         """The weights as the model's file stores them (`checkpoint.model_payload`): as they are,
         unless a network keeps some in a smaller form (`unpacked` undoes it)."""

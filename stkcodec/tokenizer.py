@@ -77,6 +77,7 @@ class PatchPrototypes(nn.Module):
 
 class Tokenizer(nn.Module, ModelFile):
     kind = "tokenizer"
+    ENCODER_ONLY = ("patchify", "prototypes", "encoder", "to_latent")  # decoding needs from_latent on
     config_class = TokenizerConfig
     # The modules that turn pixels into tokens (by attribute name): keep them and their batch-norm
     # statistics as they are, and every image keeps its tokens.
@@ -120,6 +121,7 @@ class Tokenizer(nn.Module, ModelFile):
         With `teacher_bits` (B, h, w, bits) of 0/1, the losses include "teacher": the binary
         cross-entropy of the latents' signs against those bits (see teacher.py).
         """
+        self.check_encodes()
         padded = pad_to_patches(images, self.config.patch_size)
         x = self.patchify(padded * 2 - 1)  # (B, ce, h, w)
         if self.prototypes is not None:

@@ -223,7 +223,20 @@ def test_a_decode_only_enhancer_decodes_every_level_and_encodes_level_1_only(tmp
     with pytest.raises(ModelMismatchError, match="decode-only"):
         load_model(tmp_path / "bad.pt")
     prior = CliRunner().invoke(main, ["train", "retire", str(full / "prior.pt"), "-o", str(tmp_path / "p.pt")])
-    assert prior.exit_code != 0 and "Traceback" not in prior.output
+    assert prior.exit_code != 0 and "decoder needs all of it" in prior.output and "Traceback" not in prior.output
+    # a decode-only tokenizer: every file still decodes, nothing encodes, not even its tokens
+    files = [old.compress(image, quality=q) for q in range(1, old.levels + 1)]
+    result = CliRunner().invoke(main, ["train", "retire", str(full / "tokenizer.pt"), "-o",
+                                       str(retired / "tokenizer.pt"), "--force"])
+    assert result.exit_code == 0, result.output
+    decoder_only = Codec(str(retired))
+    assert decoder_only.model.model_id == old.model.model_id and decoder_only.model.tokenizer.retired
+    for data in files:
+        assert np.array_equal(np.asarray(decoder_only.decompress(data)), np.asarray(old.decompress(data)))
+    with pytest.raises(BadInputError, match="decodes only"):
+        decoder_only.compress(image, quality=1)
+    with pytest.raises(BadInputError, match="decode-only"):
+        decoder_only.model.tokenizer.encode(torch.zeros(1, 3, 10, 10))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "shape", "negative", "dtype"])
