@@ -77,11 +77,11 @@ class PatchPrototypes(nn.Module):
 
 class Tokenizer(nn.Module, ModelFile):
     kind = "tokenizer"
-    ENCODER_ONLY = ("patchify", "prototypes", "encoder", "to_latent")  # decoding needs from_latent on
     config_class = TokenizerConfig
     # The modules that turn pixels into tokens (by attribute name): keep them and their batch-norm
     # statistics as they are, and every image keeps its tokens.
     ENCODER_SIDE = ("patchify", "prototypes", "encoder", "to_latent", "quantizer")
+    ENCODER_ONLY = ENCODER_SIDE  # what a decode-only file leaves out (decoding needs from_latent on)
     ENCODER_FIELDS = ("patch_size", "bits", "encoder_channels", "encoder_blocks", "prototypes")
 
     def __init__(self, config: TokenizerConfig) -> None:
