@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from .errors import BadInputError
+
 # Files written before the training recipe left the model config held these fields there too.
 # They say how a model was trained, not what its network is: a loaded model drops them (its id
 # still hashes the config as stored), and a resumed run takes them as its objective's settings.
@@ -62,8 +64,6 @@ class ModelFile:
     def check_encodes(self) -> None:
         """Refuses to run the encoder of a decode-only model (its weights were left out)."""
         if self.retired:
-            from .errors import BadInputError  # errors imports nothing of this package's networks
-
             raise BadInputError(f"this {self.kind} model is decode-only: its encoder was retired to keep the shipped "
                                 "models small (use the default model to compress)")
 
