@@ -474,21 +474,24 @@ def train_retire(ctx: click.Context, model_path, output, force) -> None:
     """Write a decode-only copy of an enhancement layer or tokenizer: without its encoder's
     weights (compact, the same model id). It decodes every file the model wrote, at every level,
     bit for bit; compressing with it is refused (an enhancement layer's, above level 1). How
-    earlier shipped models make room for new ones."""
+    earlier shipped models make room for new ones. A file that borrows tensors keeps borrowing
+    those it still needs from the same file: retire a borrower before its lender."""
     from pathlib import Path
 
-    from .checkpoint import atomic_save, compact_payload, decoding_payload, read_checkpoint, read_payload
+    from .checkpoint import (atomic_save, borrowing_payload, compact_payload, decoding_payload, read_checkpoint,
+                             read_payload)
     from .outputs import check_writable
 
     check_writable(Path(output), force=force, inputs=[model_path])
-    if "borrowed" in read_payload(model_path):
-        raise click.UsageError(f"{model_path}: borrows tensors; retire the file that holds them")
     payload = read_checkpoint(model_path)
+    borrowed = read_payload(model_path).get("borrowed")
     if {"optimizer", "rng"} & set(payload):
         raise click.UsageError(f"{model_path}: a training checkpoint; retire a model file (-o of stkc train)")
     if payload["kind"] not in ("enhancer", "tokenizer"):
         raise click.UsageError(f"{model_path}: a {payload['kind']} model; the decoder needs all of it")
     kept = decoding_payload(payload)
+    if borrowed is not None:  # it borrows what it keeps from the same lender, which may be retired after it
+        kept = borrowing_payload(kept, Path(model_path).parent / str(borrowed["file"]), output)
     atomic_save(compact_payload(kept), output)
     say(ctx, f"{output}: decode-only {payload['kind']} {payload['model_id'][:12]}, {Path(output).stat().st_size:,} "
              f"bytes ({Path(model_path).stat().st_size:,} before), {len(kept['retired']['names'])} encoder tensors "

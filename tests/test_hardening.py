@@ -171,6 +171,52 @@ def test_a_borrowing_model_file_holds_only_its_own_tensors(tmp_path):
     assert itself.exit_code != 0 and "Traceback" not in itself.output
 
 
+def test_a_borrower_retires_before_its_lender_and_keeps_borrowing_what_it_decodes_with(tmp_path):
+    """`stkc train retire` on a borrowing file: it leaves out E, borrows the rest of what it took
+    from the same lender, keeps its id; the lender retired after it, both still load with every
+    decoding weight as before."""
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from stkcodec.checkpoint import read_checkpoint
+    from stkcodec.cli import main
+    from stkcodec.enhancer import Enhancer
+
+    from .conftest import tiny_enhancer
+
+    lender_model = tiny_enhancer(tokens=True)
+    borrower_model = Enhancer(dataclasses.replace(lender_model.config, leading_channels=(1,)))
+    borrower_model.adopt(lender_model, [0.002, 0.01, 0.05])
+    with torch.no_grad():
+        borrower_model.ctx_out.weight.add_(0.01)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    lender, plain, borrower = tmp_path / "a" / "enhancer.pt", tmp_path / "plain.pt", tmp_path / "b" / "enhancer.pt"
+    save_model(lender_model, lender, half=True)
+    save_model(borrower_model, plain, half=True)
+    assert CliRunner().invoke(main, ["train", "compact", str(plain), "--borrow-from", str(lender),
+                                     "-o", str(borrower)]).exit_code == 0
+    full = {path: read_checkpoint(path) for path in (lender, borrower)}
+    for path in (borrower, lender):  # the borrower first
+        result = CliRunner().invoke(main, ["train", "retire", str(path), "-o", str(path), "--force"])
+        assert result.exit_code != 0 and "Traceback" not in result.output  # an input is never its own output
+        retired = path.with_name("retired.pt")
+        result = CliRunner().invoke(main, ["train", "retire", str(path), "-o", str(retired)])
+        assert result.exit_code == 0, result.output
+        retired.replace(path)
+    stored = torch.load(borrower, weights_only=True)
+    assert stored["borrowed"]["file"] == "../a/enhancer.pt"
+    assert stored["borrowed"]["names"] and not any(n.startswith("enc_") for n in stored["borrowed"]["names"])
+    assert stored["retired"]["names"] and all(n.startswith("enc_") for n in stored["retired"]["names"])
+    for path, before in full.items():
+        after = read_checkpoint(path)
+        kept = {k: v for k, v in before["state_dict"].items() if not k.startswith("enc_")}
+        assert after["state_dict"].keys() == kept.keys() and all(torch.equal(after["state_dict"][k], v)
+                                                                 for k, v in kept.items())
+        model = load_model(path, kind="enhancer")
+        assert model.model_id == before["model_id"] and model.retired
+
+
 def test_a_decode_only_enhancer_decodes_every_level_and_encodes_level_1_only(tmp_path):
     """`stkc train retire`: the file leaves out E, keeps the model id, decodes what the full
     model wrote at every level to the same pixels, encodes level 1 byte for byte, and refuses
