@@ -38,6 +38,7 @@ class _Task:
     completed: float = 0.0
     info: str = ""
     visible: bool = True
+    unit: str = ""  # "s": the task counts seconds (a training run by minutes)
     started: float = field(default_factory=lambda: time.monotonic())
 
 
@@ -61,8 +62,8 @@ class PlainProgress:
                 self._print(entry)
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0, info: str = "",
-                 visible: bool = True, **_) -> int:
-        self.tasks.append(_Task(description, total, completed, info, visible))
+                 visible: bool = True, unit: str = "", **_) -> int:
+        self.tasks.append(_Task(description, total, completed, info, visible, unit))
         return len(self.tasks) - 1
 
     def update(self, task: int, *, total=None, completed=None, description=None, info=None, visible=None,
@@ -93,10 +94,11 @@ class PlainProgress:
         now = time.monotonic()
         finished = entry.total is not None and entry.completed >= entry.total
         elapsed = now - entry.started
-        parts = [f"{entry.description}: {entry.completed:g}"]
+        count = _clock if entry.unit == "s" else (lambda n: f"{n:g}")
+        parts = [f"{entry.description}: {count(entry.completed)}"]
         if entry.total:
             done = entry.completed / entry.total
-            parts[0] += f"/{entry.total:g} ({100 * done:.0f}%)"
+            parts[0] += f"/{count(entry.total)} ({100 * done:.0f}%)"
             clock = [_clock(elapsed)]
             if 0 < done < 1:
                 clock.append(f"{_clock(elapsed * (1 - done) / done)} left")

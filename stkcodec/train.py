@@ -375,7 +375,8 @@ def train(model: nn.Module, objective: Objective, train_data, valid_data, config
         by_time = not config.steps  # a run by minutes alone: the bar counts seconds
         task = progress.add_task(f"train {model.kind}",
                                  total=config.minutes * 60 if by_time else config.steps,
-                                 completed=run.elapsed_s if by_time else run.step_count, info="")
+                                 completed=run.elapsed_s if by_time else run.step_count, info="",
+                                 unit="s" if by_time else "")
         while True:
             run.elapsed_s = time.monotonic() - start
             if ((config.steps and run.step_count >= config.steps)

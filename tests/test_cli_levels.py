@@ -109,6 +109,12 @@ def test_plain_progress_lines_for_a_log(monkeypatch):
     with quick:
         pass
     assert short.getvalue().startswith("decompress: 2/2 (100%)")  # ...and its last state at the end
+    timed = io.StringIO()
+    run = PlainProgress(timed, every_s=5)
+    task = run.add_task("train prior", total=5400, info="", unit="s")  # a run by minutes counts seconds
+    clock[0] += 684.244
+    run.update(task, completed=684.244)
+    assert timed.getvalue().startswith("train prior: 0:11:24/1:30:00 (13%), ")
 
 
 def test_max_pixels_is_the_real_limit_past_pillows_own(runner, workdir, tiny_model_dir, monkeypatch):
