@@ -2,7 +2,7 @@
 bytes WebP and AVIF need for the same PSNR, image by image.
 
     python3 benchmarks/quality_levels.py ../shared/data/supertuxkart/valid [--model default] [--limit N] [--json]
-        [--classic-cache sweeps.npz]
+        [--classic-cache sweeps.npz] [--per-image levels.npz]
 
 Files come from `Codec.every_level` (one encoder pass gives every level's file); PSNR-RGB of the
 encoder's reconstruction, which a decoder matches up to float rounding. WebP (method 6) and AVIF
@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--no-classic", action="store_true", help="stkc's levels only")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--classic-cache", help="npz file of the WebP/AVIF sweeps: read if it matches, else written")
+    parser.add_argument("--per-image", help="npz file to write each image's bytes and PSNR at every level "
+                                            "(names, bytes and psnr: levels x images)")
     args = parser.parse_args()
 
     from stkcodec.bench import find_frames, load_frames
@@ -49,6 +51,8 @@ def main() -> None:
                 sizes[level, start + offset] = len(data)
                 psnrs[level, start + offset] = psnr_rgb(batch[offset].pixels, pixels)
     stkc_seconds = time.perf_counter() - started
+    if args.per_image:
+        np.savez(args.per_image, names=np.array([f.name for f in frames]), bytes=sizes, psnr=psnrs)
     report = {"images": len(frames), "model": codec.model.model_id.hex(), "stkc_seconds": round(stkc_seconds, 1),
               "levels": []}
     sweeps = {} if args.no_classic else classic_sweeps(frames, args.classic_cache)
