@@ -1,13 +1,15 @@
 """Non-game images for benchmarks/domain_probe.py: the README table's nine (scaled to at most 800 px
 wide, transparency on white), three synthetic ones, and every other distinct image of the Rust
 docs and matplotlib's sample data on this machine (the extra set)."""
-import hashlib, math, sys
+import hashlib
 from pathlib import Path
+
+import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 RUST = Path("/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/share/doc/rust/html")
-MPL = Path(sys.prefix) / "lib/python3.11/site-packages/matplotlib/mpl-data/sample_data"
+MPL = Path(matplotlib.get_data_path()) / "sample_data"
 NINE = [RUST / "embedded-book/assets/f3.jpg", RUST / "embedded-book/assets/verify.jpeg", MPL / "grace_hopper.jpg",
         RUST / "rustc/images/llvm-cov-show-01.png", RUST / "embedded-book/assets/nrf52-memory-map.png",
         RUST / "book/img/trpl14-01.png", RUST / "cargo/images/Cargo-Logo-Small.png", MPL / "Minduka_Present_Blue_Pack.png"]
@@ -42,6 +44,8 @@ def synthetic():
     photo = Image.fromarray((field * 255).astype(np.uint8))
     return {"synthetic-line-art.png": art, "synthetic-text.png": text, "synthetic-photo.png": photo}
 
+for folder in ("others9", "extra"):
+    Path(folder).mkdir(exist_ok=True)
 seen = set()
 for path in NINE:
     im = flat(path); im.save(f"others9/{path.stem}.png"); seen.add(path.name)

@@ -119,18 +119,12 @@ def test_compact_model_files_hold_the_same_weights_and_id(tmp_path):
     assert refused.exit_code != 0 and "Traceback" not in refused.output
 
 
-def test_a_borrowing_model_file_holds_only_its_own_tensors(tmp_path):
-    """`stkc train compact --borrow-from`: tensors equal to the lender's are left out and read back
-    from it (the same weights and id); a lender moved away, replaced, or borrowing in turn is
-    refused with one line; a file never lends to itself."""
+def _lender_and_borrower(tmp_path):
+    """An enhancer model file at a/enhancer.pt and, at plain.pt, one that adopted it with its own
+    entropy model (E and D kept): what `stkc train compact --borrow-from` makes a borrower of."""
     import dataclasses
-    import shutil
 
-    from click.testing import CliRunner
-
-    from stkcodec.checkpoint import read_checkpoint
-    from stkcodec.cli import main
-    from stkcodec.enhancer import TRANSFORMS, Enhancer
+    from stkcodec.enhancer import Enhancer
 
     from .conftest import tiny_enhancer
 
@@ -143,6 +137,24 @@ def test_a_borrowing_model_file_holds_only_its_own_tensors(tmp_path):
     lender, plain = tmp_path / "a" / "enhancer.pt", tmp_path / "plain.pt"
     save_model(lender_model, lender, half=True)
     save_model(borrower_model, plain, half=True)
+    return lender, plain
+
+
+def test_a_borrowing_model_file_holds_only_its_own_tensors(tmp_path):
+    """`stkc train compact --borrow-from`: tensors equal to the lender's are left out and read back
+    from it (the same weights and id); a lender moved away, replaced, or borrowing in turn is
+    refused with one line; a file never lends to itself."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from stkcodec.checkpoint import read_checkpoint
+    from stkcodec.cli import main
+    from stkcodec.enhancer import TRANSFORMS
+
+    from .conftest import tiny_enhancer
+
+    lender, plain = _lender_and_borrower(tmp_path)
     borrower = tmp_path / "b" / "enhancer.pt"
     result = CliRunner().invoke(main, ["train", "compact", str(plain), "--borrow-from", str(lender), "-o", str(borrower)])
     assert result.exit_code == 0, result.output
@@ -175,25 +187,13 @@ def test_a_borrower_retires_before_its_lender_and_keeps_borrowing_what_it_decode
     """`stkc train retire` on a borrowing file: it leaves out E, borrows the rest of what it took
     from the same lender, keeps its id; the lender retired after it, both still load with every
     decoding weight as before."""
-    import dataclasses
-
     from click.testing import CliRunner
 
     from stkcodec.checkpoint import read_checkpoint
     from stkcodec.cli import main
-    from stkcodec.enhancer import Enhancer
 
-    from .conftest import tiny_enhancer
-
-    lender_model = tiny_enhancer(tokens=True)
-    borrower_model = Enhancer(dataclasses.replace(lender_model.config, leading_channels=(1,)))
-    borrower_model.adopt(lender_model, [0.002, 0.01, 0.05])
-    with torch.no_grad():
-        borrower_model.ctx_out.weight.add_(0.01)
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    lender, plain, borrower = tmp_path / "a" / "enhancer.pt", tmp_path / "plain.pt", tmp_path / "b" / "enhancer.pt"
-    save_model(lender_model, lender, half=True)
-    save_model(borrower_model, plain, half=True)
+    lender, plain = _lender_and_borrower(tmp_path)
+    borrower = tmp_path / "b" / "enhancer.pt"
     assert CliRunner().invoke(main, ["train", "compact", str(plain), "--borrow-from", str(lender),
                                      "-o", str(borrower)]).exit_code == 0
     full = {path: read_checkpoint(path) for path in (lender, borrower)}
