@@ -4,7 +4,8 @@ processes at once, and an epoch of a DataLoader over compressed frames. Models s
     python3 benchmarks/throughput.py ../shared/data/supertuxkart/valid \
         --models p5-10bit-groups,default@1,default@3 --limit 100 [--epoch] [--json]
 
-A model may name its quality level after an @ (`default@3`: `stkc compress -q 3`).
+A model may name its quality level after an @ (`default@3`: `stkc compress -q 3`) and its encoder
+effort after a +e (`default@1+e0`: `stkc compress -q 1 --effort 0`; without it, the default effort).
 
 For each model: `stkc -v compress` (also with --no-check, without the comparison with WebP)
 and `stkc -v decompress` of `limit` frames spread over the folder, in ms per frame of coding
@@ -55,8 +56,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         for entry in args.models.split(","):
-            model, _, quality = entry.partition("@")
-            level = ["-q", quality] if quality else []
+            named, _, effort = entry.partition("+e")
+            model, _, quality = named.partition("@")
+            level = (["-q", quality] if quality else []) + (["--effort", effort] if effort else [])
             out = scratch / entry
             (out / "stkc").mkdir(parents=True)
             (out / "png").mkdir()

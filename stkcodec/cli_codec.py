@@ -185,9 +185,10 @@ def codec_options(function):
     return function
 
 
-def prepare(ctx: click.Context, inputs, output, suffix: str, model: str, as_json: bool, max_pixels: int | None):
+def prepare(ctx: click.Context, inputs, output, suffix: str, model: str, as_json: bool, max_pixels: int | None,
+            effort: int | None = None):
     """The output paths of a compress or decompress run, and how to load its codec (after the
-    outputs are checked, since loading takes a while)."""
+    outputs are checked, since loading takes a while); `effort` is the encoder's (None: the default)."""
     targets = output_paths(inputs, output, suffix)
     if as_json and "-" in targets:
         raise click.UsageError("--json prints on stdout; give -o when writing to stdout")
@@ -196,7 +197,8 @@ def prepare(ctx: click.Context, inputs, output, suffix: str, model: str, as_json
         from . import bitstream, zoo
         from .codec import Codec
 
-        codec = Codec(model, max_pixels=max_pixels or bitstream.DEFAULT_MAX_PIXELS)
+        codec = Codec(model, max_pixels=max_pixels or bitstream.DEFAULT_MAX_PIXELS,
+                      **({} if effort is None else {"effort": effort}))
         tell(ctx, f"model: {zoo.shipped_name(codec.model.model_id) or model} (codec id {codec.model.model_id.hex()})")
         return codec
 
@@ -260,12 +262,16 @@ def bits_per_pixel(records: list[dict]) -> str:
 @click.option("--target-psnr", type=float, default=None,
               help="Per image, the smallest level that reaches this PSNR in dB (the highest if none does).  "
                    "[default: none, -q decides]")
+@click.option("--effort", type=click.IntRange(0, 1), default=1, show_default=True,
+              help="Encoder effort: 1 lets the encoder move a token whose latent lies near another to one the "
+                   "prior codes cheaper (about 1% smaller at the same PSNR, a frame about 15% slower); "
+                   "0 codes the tokenizer's tokens as they are. Decoders read either.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare each file with WebP at the same PSNR and warn when WebP serves the image better "
                    "(a frame takes 6% longer at level 4, 35% at level 1).")
 @codec_options
-def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_psnr, check, model, force, as_json,
-             max_pixels) -> None:
+def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_psnr, effort, check, model, force,
+             as_json, max_pixels) -> None:
     """Compress images to .stkc files ('-' for stdin/stdout).
 
     The shipped models learnt SuperTuxKart frames. Other images (photos, screenshots, line art)
@@ -278,7 +284,7 @@ def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_p
     if sum(option is not None for option in (quality, target_bytes, target_psnr)) > 1:
         raise click.UsageError("give one of -q/--quality, --target-bytes and --target-psnr")
     refuse_suffixes(inputs, output, force)
-    targets, load_codec = prepare(ctx, inputs, output, ".stkc", model, as_json, max_pixels)
+    targets, load_codec = prepare(ctx, inputs, output, ".stkc", model, as_json, max_pixels, effort=effort)
 
     def load():
         codec = load_codec()

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import bitstream, zoo
+from . import bitstream, rdo, zoo
 from .bitstream import Header
 from .coder import decode_grids, encode_grids, tile_layout
 from .enhance_codec import EnhancementCoder
 from .errors import BadInputError, ModelMismatchError, Option, StkcError
 from .imageio import GRAY_MODES
 from .metrics import psnr_rgb
-from .windows import image_tokens, token_images, window_count
+from .windows import image_tokens, image_tokens_and_margins, token_images, window_count
 from .zoo import CodecModel
 
 MAX_SIDE = 65535  # the header stores width and height as uint16
@@ -75,9 +75,14 @@ class Codec:
     other shipped model, which it finds by the model id in their headers.
     """
 
-    def __init__(self, model: CodecModel | str | None = None, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, model: CodecModel | str | None = None, *, max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
+                 effort: int = rdo.DEFAULT_EFFORT) -> None:
+        if effort not in rdo.EFFORT_LAMBDA:
+            raise BadInputError(f"effort {effort!r} is not an encoder effort (valid: "
+                                f"{', '.join(map(str, rdo.EFFORT_LAMBDA))})")
         self.model = model if isinstance(model, CodecModel) else CodecModel.load(model)
         self.max_pixels = max_pixels
+        self.effort = effort  # how the encoder picks the base tokens (rdo.py); decoding ignores it
         self.follows_headers = model in (None, zoo.DEFAULT)
         self._others: dict[bytes, Codec] = {}
 
@@ -93,7 +98,7 @@ class Codec:
             raise ModelMismatchError(f"{name}: made by shipped model {shipped} ({model_id.hex()}), "
                                      f"this one is {self.model.model_id.hex()} (pass ", Option("model", shipped), ")")
         if model_id not in self._others:
-            self._others[model_id] = Codec(shipped, max_pixels=self.max_pixels)
+            self._others[model_id] = Codec(shipped, max_pixels=self.max_pixels, effort=self.effort)
         return self._others[model_id]
 
     def _by_model(self, parsed: list, names: list[str]) -> list[tuple["Codec", list[int]]]:
@@ -205,10 +210,14 @@ class Codec:
         """RGB images of one size -> their token grids and (sealed header, base payload) each."""
         model = self.model
         width, height = rgb[0].size
-        grids = image_tokens(model.tokenizer, rgb, on_tiles)
+        lam = rdo.EFFORT_LAMBDA[self.effort]
+        if lam is None:
+            grids, margins, choose = image_tokens(model.tokenizer, rgb, on_tiles), None, None
+        else:  # the grids become the tokens the encoder chose
+            (grids, margins), choose = image_tokens_and_margins(model.tokenizer, rgb, on_tiles), rdo.chooser(lam)
+        payloads = encode_grids(model.exact_prior, grids, model.tile, margins=margins, choose=choose, on_tiles=on_tiles)
         headers = []
-        for grid, payload, colour in zip(grids, encode_grids(model.exact_prior, grids, model.tile, on_tiles=on_tiles),
-                                         colours):
+        for grid, payload, colour in zip(grids, payloads, colours):
             payload = payload.ljust(bitstream.min_payload_bytes(*grid.shape), b"\0")
             header = Header(model.model_id, width, height, model.tokenizer.config.patch_size,
                             model.tile[0], model.tile[1], len(payload), 0, colour=colour)

@@ -63,11 +63,14 @@ def _member_batches(members: list[int], chunk: list[Tile], limit: int = MAX_BATC
 
 
 def encode_grids(prior: ExactTokenPrior, grids: list[torch.Tensor], tile: tuple[int, int], *,
+                 margins: list[torch.Tensor] | None = None, choose=None,
                  on_tiles: Callable[[int], None] | None = None) -> list[bytes]:
     """Token grids (rows, cols) -> one payload (bytes, whole 32-bit words) per grid.
 
     Grids of one shape share batched teacher-forced passes; the integers, hence the bytes,
     are the same as coding each grid alone. `on_tiles(n)` hears of every n tiles coded.
+    With `choose` (rdo.chooser) and each grid's `margins` (rows, cols, bits), a group prior
+    may code other tokens than the grids hold: the grids are updated in place to what was coded.
     """
     encoders = [constriction.stream.queue.RangeEncoder() for _ in grids]
     for shape, members in _group_by_shape([tuple(g.shape) for g in grids]).items():
@@ -75,10 +78,15 @@ def encode_grids(prior: ExactTokenPrior, grids: list[torch.Tensor], tile: tuple[
             order = prior.symbol_order(chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2])
             for batch in _member_batches(members, chunk, ENCODE_BATCH_TILES):
                 tiles = torch.cat([_cut(grids[i], chunk) for i in batch])  # (len(batch)*n, th, tw)
+                cut_margins = torch.cat([_cut(margins[i], chunk) for i in batch]) if choose is not None else None
                 weights = np.empty((*tiles.flatten(1).shape, prior.config.vocab_size))  # (len(batch)*n, T, V)
                 for start in range(0, len(tiles), ENCODE_BATCH_TILES):
                     part = slice(start, start + ENCODE_BATCH_TILES)
-                    weights[part] = prior.weights(prior.coding_logits(tiles[part]))
+                    coded, weights[part] = prior.coding_weights(
+                        tiles[part].numpy(), None if cut_margins is None else cut_margins[part].numpy(), choose)
+                    tiles[part] = torch.from_numpy(coded)
+                if choose is not None:
+                    _place([grids[i] for i in batch], chunk, tiles.flatten(1).numpy())
                 for slot, index in enumerate(batch):
                     own = slice(slot * len(chunk), (slot + 1) * len(chunk))
                     symbols = tiles[own].flatten(1).numpy()[:, order].T.astype(np.int32)  # (T, n), position-major

@@ -315,6 +315,13 @@ class ExactTokenPrior:
         exponents = to_exponents(logits, self.logit_scale)
         return exp2_weights(exponents.max(-1, keepdims=True) - exponents, PROBABILITY_BITS)
 
+    def coding_weights(self, tokens: np.ndarray, margins: np.ndarray | None = None, choose=None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Token grids (B, h, w) -> (the grids to code, their weights (B, h*w, vocab), raster order).
+        `choose` (rdo.chooser) may replace tokens as they are coded, given their `margins`
+        (B, h, w, bits); this prior codes them as they are (a group prior overrides it)."""
+        return np.asarray(tokens, dtype=np.int64), self.weights(self.coding_logits(tokens))
+
     def decode_chunk(self, decoders: list, tiles: int, rows: int, cols: int) -> np.ndarray:
         """The symbols of a chunk of `tiles` tiles of rows×cols for each stream (one decoder
         each): (streams*tiles, rows*cols), raster order per tile."""
@@ -409,6 +416,26 @@ class ExactGroupPrior(ExactTokenPrior):
             logits[:, tile.members(group)] = self.group_step(flat[:, before] if group else None, before,
                                                              tile.members(group), cols, cache)
         return logits
+
+    def coding_weights(self, tokens: np.ndarray, margins: np.ndarray | None = None, choose=None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """As `coding_logits`, as the coder's weights; with `choose` (rdo.chooser), each group's
+        tokens are chosen from its weights before the next group sees them as context."""
+        if choose is None:
+            return super().coding_weights(tokens)
+        flat = np.array(tokens, dtype=np.int64)  # a copy: the chosen tokens go in it
+        batch, rows, cols = flat.shape
+        flat = flat.reshape(batch, rows * cols)
+        margins = np.asarray(margins, dtype=np.float64).reshape(batch, rows * cols, -1)
+        tile = plan(self.schedule, rows, cols)
+        weights = np.empty((batch, rows * cols, self.config.vocab_size))
+        cache = self.new_cache(batch, 1 + rows * cols)
+        for group in range(tile.count):
+            before, cells = (tile.members(group - 1) if group else None), tile.members(group)
+            weights[:, cells] = self.weights(self.group_step(flat[:, before] if group else None, before, cells,
+                                                             cols, cache))
+            flat[:, cells] = choose(weights[:, cells], flat[:, cells], margins[:, cells])
+        return flat.reshape(batch, rows, cols), weights
 
     def group_step(self, context: np.ndarray | None, context_cells: np.ndarray | None, cells: np.ndarray,
                    cols: int, cache: ExactCache) -> np.ndarray:

@@ -121,16 +121,20 @@ class Tokenizer(nn.Module, ModelFile):
         With `teacher_bits` (B, h, w, bits) of 0/1, the losses include "teacher": the binary
         cross-entropy of the latents' signs against those bits (see teacher.py).
         """
+        latents = self._latents(images)
+        codes, losses = self.quantizer(latents)
+        if teacher_bits is not None:  # batch-normalised latents: a logit scale of 3 makes ±1 confident
+            losses["teacher"] = F.binary_cross_entropy_with_logits(3 * latents.float(), teacher_bits)
+        return codes.permute(0, 3, 1, 2), losses
+
+    def _latents(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> the latents (B, h, w, bits) that BSQ quantizes."""
         self.check_encodes()
         padded = pad_to_patches(images, self.config.patch_size)
         x = self.patchify(padded * 2 - 1)  # (B, ce, h, w)
         if self.prototypes is not None:
             x = x + self.prototypes(padded)
-        latents = self.to_latent(self.encoder(x)).permute(0, 2, 3, 1)  # (B, h, w, bits)
-        codes, losses = self.quantizer(latents)
-        if teacher_bits is not None:  # batch-normalised latents: a logit scale of 3 makes ±1 confident
-            losses["teacher"] = F.binary_cross_entropy_with_logits(3 * latents.float(), teacher_bits)
-        return codes.permute(0, 3, 1, 2), losses
+        return self.to_latent(self.encoder(x)).permute(0, 2, 3, 1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, bits, h, w) codes -> (B, 3, h*p, w*p) images, unclamped, about [0, 1]."""
@@ -148,6 +152,15 @@ class Tokenizer(nn.Module, ModelFile):
         """(B, 3, H, W) float in [0, 1] -> tokens (B, ceil(H/p), ceil(W/p)) int64."""
         codes, _ = self.encode(images)
         return self.quantizer.codes_to_index(codes.permute(0, 2, 3, 1))
+
+    @torch.no_grad()
+    def encode_margins(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) float in [0, 1] -> (tokens, as `encode_index`'s; margins (B, h, w, bits)
+        float32): each bit's |coordinate| on the unit sphere, so flipping bit i of a token adds
+        4 * margin_i / sqrt(bits) to its squared distance from the latent (what rdo.py weighs)."""
+        latents = self._latents(images)
+        codes, _ = self.quantizer(latents)
+        return self.quantizer.codes_to_index(codes), F.normalize(latents.float(), dim=-1).abs()
 
     @torch.no_grad()
     def decode_index(self, tokens: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:

@@ -50,9 +50,23 @@ def image_tokens(tokenizer: Tokenizer, images: Sequence[Image.Image],
                  on_window: Callable[[int], None] | None = None) -> list[torch.Tensor]:
     """RGB images of one size -> their token grids (rows, cols), window by window
     (`on_window(n)`: n more image-windows done)."""
+    return _encode_windows(tokenizer, images, on_window, margins=False)[0]
+
+
+def image_tokens_and_margins(tokenizer: Tokenizer, images: Sequence[Image.Image],
+                             on_window: Callable[[int], None] | None = None
+                             ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """As `image_tokens`, with each grid's margins (rows, cols, bits) float16: how far each
+    bit's latent lies from the other sign (Tokenizer.encode_margins; what rdo.py weighs)."""
+    return _encode_windows(tokenizer, images, on_window, margins=True)
+
+
+def _encode_windows(tokenizer: Tokenizer, images: Sequence[Image.Image], on_window, *, margins: bool):
     p, halo = tokenizer.config.patch_size, tokenizer.grid_radius
     rows, cols = tokenizer.grid_shape(images[0].height, images[0].width)
     grids = torch.empty(len(images), rows, cols, dtype=torch.int64)
+    # float16: 2 bytes a bit of a cell (51 MB at 64 Mpx); a margin steers the encoder's choice only
+    kept = torch.empty(len(images), rows, cols, tokenizer.config.bits, dtype=torch.float16) if margins else None
     for start in range(0, len(images), IMAGES_PER_BATCH):
         batch = [image if image.mode == "RGB" else image.convert("RGB") for image in images[start : start + IMAGES_PER_BATCH]]
         windows = _windows(rows, cols)
@@ -60,13 +74,19 @@ def image_tokens(tokenizer: Tokenizer, images: Sequence[Image.Image],
             h0, h1, w0, w1 = max(0, r0 - halo), min(rows, r1 + halo), max(0, c0 - halo), min(cols, c1 + halo)
             crops = np.stack([crop_padded(image, h0 * p, h1 * p, w0 * p, w1 * p) for image in batch])
             pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
-            tokens = tokenizer.encode_index(pixels)
-            grids[start : start + len(batch), r0:r1, c0:c1] = tokens[:, r0 - h0 : r1 - h0, c0 - w0 : c1 - w0]
+            core = np.s_[:, r0 - h0 : r1 - h0, c0 - w0 : c1 - w0]
+            into = np.s_[start : start + len(batch), r0:r1, c0:c1]
+            if margins:
+                tokens, margin = tokenizer.encode_margins(pixels)
+                kept[into] = margin[core].to(torch.float16)
+            else:
+                tokens = tokenizer.encode_index(pixels)
+            grids[into] = tokens[core]
             if len(windows) > 1:
                 release_free_memory()
             if on_window is not None:
                 on_window(len(batch))
-    return list(grids)
+    return list(grids), (list(kept) if margins else None)
 
 
 def token_images(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tuple[int, int],

@@ -9,7 +9,7 @@ from stkcodec.finetune import keep_encoder_of, start_decoder_from
 from stkcodec.objectives import TokenizerLoss, TokenizerObjective
 from stkcodec.tokenizer import Tokenizer, TokenizerConfig
 
-from .conftest import TINY_TOKENIZER, tiny_models
+from .conftest import TINY_TOKENIZER, tiny_enhancer, tiny_models
 
 
 @pytest.mark.parametrize("bits", [1, 6, 10, 16])
@@ -115,6 +115,26 @@ def test_a_model_file_names_its_own_kind():
     _, prior = tiny_models()
     with pytest.raises(ModelMismatchError, match="is a 'prior' model, expected a 'tokenizer'"):
         from_payload(model_payload(prior), kind="tokenizer")
+
+
+def test_a_model_loads_every_weight_from_its_file_and_building_still_initialises():
+    """Loading skips the random initialisation (checkpoint.initialisers_skipped), so every weight
+    must come from the file; building a network outside loading initialises it as before."""
+    from torch import nn
+
+    from stkcodec.checkpoint import from_payload, model_payload
+    from stkcodec.errors import BadInputError
+
+    tokenizer, prior = tiny_models()
+    for model in (tokenizer, prior, tiny_enhancer()):
+        loaded = from_payload(model_payload(model))
+        own, theirs = model.state_dict(), loaded.state_dict()
+        assert own.keys() == theirs.keys() and all(torch.equal(own[k], theirs[k]) for k in own)
+    weight = nn.Linear(64, 64).weight  # torch's initialisers are back after loading
+    assert weight.abs().max() > 0 and weight.std() > 0.01
+    with pytest.raises(BadInputError, match="weights do not fit"):
+        from_payload({**model_payload(prior), "state_dict": {}})
+    assert nn.Linear(64, 64).weight.std() > 0.01  # and after a failed load too
 
 
 def test_entropy_weight_falls_linearly_then_stays():

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stkcodec import bitstream, zoo
+from stkcodec import bitstream, rdo, zoo
 from stkcodec.codec import Codec
 from stkcodec.errors import BadInputError
 from stkcodec.windows import token_images
@@ -36,7 +36,8 @@ SAMPLE = Path(__file__).resolve().parent.parent / "stkcodec" / "samples" / "fram
 
 @functools.cache
 def sources() -> dict[str, tuple[Image.Image, int | None]]:
-    """Each vector's image and quality level (None: the model's default level)."""
+    """Each vector's image and quality level (None: the model's default level), at effort 0 (the
+    tokenizer's own tokens; see `efforts` for the others)."""
     with Image.open(SAMPLE) as frame:
         frame = frame.convert("RGB")
     named = {
@@ -57,12 +58,31 @@ def sources() -> dict[str, tuple[Image.Image, int | None]]:
 
 
 VERSION_1_SOURCES = {"frame-150x100", "odd-13x7", "pixel-1x1", "tiled-333x250"}  # what older models' vectors hold
+EFFORT_SOURCES = ("frame-150x100", "tiled-333x250-q3", "gray-150x100")  # and every level of the frame
+
+
+def efforts() -> dict[str, tuple[Image.Image, int | None, int]]:
+    """Every vector the default model writes: `sources()` at effort 0, and at every higher encoder
+    effort (rdo.py: the encoder chooses the tokens) the frame at every level, the tiled image
+    and gray, named "<source>-e<effort>"."""
+    named = {name: (image, quality, 0) for name, (image, quality) in sources().items()}
+    levelled = [name for name in sources() if name.startswith("frame-150x100-q")]
+    for effort in sorted(rdo.EFFORT_LAMBDA)[1:]:
+        named.update({f"{name}-e{effort}": (*sources()[name], effort) for name in (*EFFORT_SOURCES, *levelled)
+                      if name in sources()})
+    return named
 
 
 def source_image(name: str) -> Image.Image:
-    """The image a vector of any model was made from, by its name ("frame-150x100-q3" -> the frame)."""
-    base = re.sub(r"-(q\d+|top)$", "", name)
+    """The image a vector of any model was made from, by its name ("frame-150x100-q3-e1" -> the frame)."""
+    base = re.sub(r"(-(q\d+|top))?(-e\d+)?$", "", name)
     return sources()[base][0]
+
+
+def effort_of(name: str) -> int:
+    """The encoder effort a vector was written at: its name's "-e<effort>", else 0."""
+    found = re.search(r"-e(\d+)$", name)
+    return int(found.group(1)) if found else 0
 
 
 def digest(array: np.ndarray) -> str:
@@ -79,12 +99,13 @@ def test_generate_vectors(codec):
     folder = VECTORS / zoo.shipped()["default"]
     folder.mkdir(parents=True, exist_ok=True)
     manifest, pixels = {}, {}
-    for name, (image, quality) in sources().items():
-        data = codec.compress(image, quality=quality)
+    for name, (image, quality, effort) in efforts().items():
+        data = Codec("default", effort=effort).compress(image, quality=quality)
         (folder / f"{name}.stkc").write_bytes(data)
         (header, tokens), = codec.tokens_many([data])
         pixels[name] = np.asarray(codec.decompress(data))
-        manifest[name] = {"width": image.width, "height": image.height, "level": header.quality, "bytes": len(data),
+        manifest[name] = {"width": image.width, "height": image.height, "level": header.quality, "effort": effort,
+                          "bytes": len(data),
                           "tokens_sha256": digest(tokens.numpy().astype("<u2")),
                           "pixels_sha256": digest(pixels[name])}
     np.savez_compressed(folder / "pixels.npz", **pixels)
@@ -109,7 +130,7 @@ def all_vectors() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("model", sorted(zoo.shipped()["models"]))
 def test_every_shipped_model_has_vectors(model):
-    expected = set(sources()) if model == zoo.shipped()["default"] else VERSION_1_SOURCES
+    expected = set(efforts()) if model == zoo.shipped()["default"] else VERSION_1_SOURCES
     assert set(manifest(model)) >= expected, f"formats/vectors/{model}/vectors.json is missing or incomplete"
 
 
@@ -138,10 +159,12 @@ def test_vector_decodes_to_its_tokens_and_pixels(codec, model, name):
 
 @pytest.mark.parametrize("name", sorted(manifest(zoo.shipped()["default"])))
 def test_default_vectors_re_encode_to_the_same_bytes(codec, name):
-    """The default model's encoder, on this machine's kind, writes its vectors again byte for byte."""
-    image, quality = sources()[name]
+    """The default model's encoder, on this machine's kind, writes its vectors again byte for byte,
+    each at the effort it was written at."""
+    image, quality, effort = efforts()[name]
+    assert manifest(zoo.shipped()["default"])[name].get("effort", 0) == effort == effort_of(name)
     data = (VECTORS / zoo.shipped()["default"] / f"{name}.stkc").read_bytes()
-    assert codec.compress(image, quality=quality) == data
+    assert Codec("default", effort=effort).compress(image, quality=quality) == data
 
 
 @pytest.mark.parametrize(("model", "name"), [v for v in all_vectors() if v[0] != zoo.shipped()["default"]])
@@ -151,7 +174,7 @@ def test_older_models_vectors_re_encode_to_the_same_payloads(model, name):
     an encoder writes today."""
     data = (VECTORS / model / f"{name}.stkc").read_bytes()
     header, payload = bitstream.parse(data)
-    older = Codec(model)
+    older = Codec(model, effort=effort_of(name))
     if older.model.tokenizer.retired:  # a decode-only tokenizer (its encoder left out)
         with pytest.raises(BadInputError, match=f"{model} decodes only"):
             older.compress(source_image(name), quality=header.quality)
