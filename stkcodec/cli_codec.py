@@ -264,7 +264,7 @@ def bits_per_pixel(records: list[dict]) -> str:
                    "[default: none, -q decides]")
 @click.option("--effort", type=click.IntRange(0, 1), default=1, show_default=True,
               help="Encoder effort: 1 lets the encoder move a token whose latent lies near another to one the "
-                   "prior codes cheaper (about 1% smaller at the same PSNR, a frame about 15% slower); "
+                   "prior codes cheaper (on valid frames about 1% smaller at the same PSNR); "
                    "0 codes the tokenizer's tokens as they are. Decoders read either.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare each file with WebP at the same PSNR and warn when WebP serves the image better "

@@ -407,15 +407,21 @@ class ExactGroupPrior(ExactTokenPrior):
         they skip what the teacher-forced pass's masks throw away)."""
         tokens = np.asarray(tokens, dtype=np.int64)
         batch, rows, cols = tokens.shape
-        tile = plan(self.schedule, rows, cols)
-        flat = tokens.reshape(batch, rows * cols)
         logits = np.empty((batch, rows * cols, self.config.vocab_size))
-        cache = self.new_cache(batch, 1 + rows * cols)
+        for cells, group_logits in self._group_steps(tokens.reshape(batch, rows * cols), rows, cols):
+            logits[:, cells] = group_logits
+        return logits
+
+    def _group_steps(self, flat: np.ndarray, rows: int, cols: int):
+        """(raster cells, integer logits (B, len(cells), vocab)) of each group in turn, each given
+        the tokens of `flat` (B, rows*cols) as they are when the group before it is asked for: a
+        caller may replace a group's tokens before the next step reads them."""
+        tile = plan(self.schedule, rows, cols)
+        cache = self.new_cache(flat.shape[0], 1 + rows * cols)
         for group in range(tile.count):
             before = tile.members(group - 1) if group else None
-            logits[:, tile.members(group)] = self.group_step(flat[:, before] if group else None, before,
-                                                             tile.members(group), cols, cache)
-        return logits
+            yield tile.members(group), self.group_step(flat[:, before] if group else None, before,
+                                                       tile.members(group), cols, cache)
 
     def coding_weights(self, tokens: np.ndarray, margins: np.ndarray | None = None, choose=None
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -423,17 +429,12 @@ class ExactGroupPrior(ExactTokenPrior):
         tokens are chosen from its weights before the next group sees them as context."""
         if choose is None:
             return super().coding_weights(tokens)
-        flat = np.array(tokens, dtype=np.int64)  # a copy: the chosen tokens go in it
-        batch, rows, cols = flat.shape
-        flat = flat.reshape(batch, rows * cols)
+        batch, rows, cols = np.shape(tokens)
+        flat = np.array(tokens, dtype=np.int64).reshape(batch, rows * cols)  # a copy: the chosen tokens go in it
         margins = np.asarray(margins, dtype=np.float64).reshape(batch, rows * cols, -1)
-        tile = plan(self.schedule, rows, cols)
         weights = np.empty((batch, rows * cols, self.config.vocab_size))
-        cache = self.new_cache(batch, 1 + rows * cols)
-        for group in range(tile.count):
-            before, cells = (tile.members(group - 1) if group else None), tile.members(group)
-            weights[:, cells] = self.weights(self.group_step(flat[:, before] if group else None, before, cells,
-                                                             cols, cache))
+        for cells, group_logits in self._group_steps(flat, rows, cols):
+            weights[:, cells] = self.weights(group_logits)
             flat[:, cells] = choose(weights[:, cells], flat[:, cells], margins[:, cells])
         return flat.reshape(batch, rows, cols), weights
 
