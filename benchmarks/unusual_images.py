@@ -1,101 +1,119 @@
-"""The figures behind `stkc compress`'s warning that WebP would serve an image better (domain.py).
+"""The figures behind `stkc compress`'s warning that an image is unlike the game frames the model
+learnt (domain.py).
 
     python3 benchmarks/unusual_images.py ../shared/data/supertuxkart/train ../shared/data/supertuxkart/valid \
-        --train-limit 200 --others /path/to/non-game/images [--model default]
+        --train-limit 400 --others DIR [--others DIR] [--frames DIR] [--model default] > docs/unusual-images.json
 
-Codes frames spread over the training folder at every quality level and compares each file with
-WebP at its PSNR (`domain.compare_with_webp`); each level's PSNR floor is the frames' lowest PSNR
-less PSNR_MARGIN dB. Then reports, per level, how many frames of the validation folder (other
-tracks, never trained on) the warning flags with those floors and domain.RATIO_LIMIT, with each
-frame's ratio and PSNR, and for each of the other images, at each level, its bytes, PSNR, ratio
-to WebP and why it is flagged. Prints JSON; the floors go into models/index.json ("psnr_floor").
+Codes frames spread over the training folder at level 1 and fits their base picture's PSNR as a
+quadratic in the base layer's bits per token (domain.Band: the fit and the SD of the frames
+about it; it goes into models/index.json's "base_band"). Then, with that band, each frame of the
+validation folder (other tracks, never trained on) and of each --frames folder (game frames from
+elsewhere, e.g. rendered losslessly) gets its Signals: how many are flagged, the lowest z and the
+largest flat share. Each image of --others is coded at every level and compared with WebP at
+each level's PSNR: bytes, PSNR, ratio, and whether (and why) it is flagged. Prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import numpy as np
 from PIL import Image
 
-PSNR_MARGIN = 2.0
+BATCH = 16
 
 
-def compared(codec, paths, note=None) -> list[list]:
-    """Per image, per level: its Comparison (every level from one encoder pass)."""
-    from stkcodec.domain import compare_with_webp
+def open_rgb(path) -> tuple[Image.Image, Image.Image]:
+    """(the image as compress sees it: L or RGB, its RGB)"""
+    with Image.open(path) as opened:
+        image = opened.convert("RGB") if opened.mode not in ("L", "RGB") else opened.copy()
+    return image, image.convert("RGB")
+
+
+def base_layers(codec, paths, note: str) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
+    """Per frame at level 1: (base bits per token, base PSNR, its RGB pixels, its base picture)."""
+    from stkcodec import bitstream
     from stkcodec.metrics import psnr_rgb
 
     out = []
-    for k, path in enumerate(paths):
-        with Image.open(path) as opened:
-            image = opened.convert("RGB") if opened.mode not in ("L", "RGB") else opened.copy()
-        reference = np.asarray(image.convert("RGB"))
-        [candidates] = codec.every_level([image])
-        out.append([compare_with_webp(reference, len(data), psnr_rgb(reference, pixels)) for data, pixels in candidates])
-        if note and (k + 1) % 50 == 0:
-            print(f"{note}: {k + 1}/{len(paths)}", file=sys.stderr, flush=True)
+    for start in range(0, len(paths), BATCH):
+        opened = [open_rgb(path) for path in paths[start : start + BATCH]]
+        for (image, rgb), encoded in zip(opened, codec.encode_many([image for image, _ in opened], quality=1)):
+            header = bitstream.parse(encoded.data)[0]
+            reference = np.asarray(rgb)
+            out.append((8 * header.payload_bytes / math.prod(header.grid), psnr_rgb(reference, encoded.base),
+                        reference, encoded.base))
+        print(f"{note}: {len(out)}/{len(paths)}", file=sys.stderr, flush=True)
     return out
 
 
-def summary(comparisons: list[list]) -> dict:
-    ratios = np.array([[c.ratio for c in levels] for levels in comparisons])
-    psnrs = np.array([[c.psnr for c in levels] for levels in comparisons])
-    return {"ratio_mean": ratios.mean(0).round(3).tolist(), "ratio_p99": np.percentile(ratios, 99, 0).round(3).tolist(),
-            "ratio_max": ratios.max(0).round(3).tolist(), "psnr_mean": psnrs.mean(0).round(2).tolist(),
-            "psnr_min": psnrs.min(0).round(2).tolist()}
+def frame_report(limits, rows, paths) -> dict:
+    """How the warning treats a folder of game frames."""
+    from stkcodec.domain import Signals, flat_share
+
+    z = [limits.band.z(bpt, psnr) for bpt, psnr, _, _ in rows]
+    flat = [flat_share(reference) for _, _, reference, _ in rows]
+    signals = [Signals(f, v) for f, v in zip(flat, z)]
+    flagged = [path.name for path, s in zip(paths, signals) if limits.reasons(s)]
+    return {"frames": len(rows), "flagged": len(flagged), "flagged_frames": flagged[:20],
+            "z_min": round(min(z), 3), "z_max": round(max(z), 3), "flat_share_max": round(max(flat), 4),
+            "base_psnr_mean": round(float(np.mean([r[1] for r in rows])), 3),
+            "base_bits_per_token_mean": round(float(np.mean([r[0] for r in rows])), 4)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("train")
     parser.add_argument("valid")
-    parser.add_argument("--train-limit", type=int, default=200)
+    parser.add_argument("--train-limit", type=int, default=400)
     parser.add_argument("--valid-limit", type=int, default=None)
-    parser.add_argument("--others", help="a folder of images that are not game frames")
+    parser.add_argument("--others", action="append", default=[], help="a folder of images that are not game frames")
+    parser.add_argument("--frames", action="append", default=[], help="another folder of game frames")
     parser.add_argument("--model", default="default")
     args = parser.parse_args()
 
-    from stkcodec import domain
+    import torch
+
+    from stkcodec import bitstream, domain
     from stkcodec.codec import Codec
     from stkcodec.data import find_frames, find_images
+    from stkcodec.metrics import psnr_rgb
 
+    torch.set_num_threads(1)
     codec = Codec(args.model)
-    train = compared(codec, find_frames(args.train, args.train_limit), "train")
-    floors = tuple(round(float(p) - PSNR_MARGIN, 2) for p in summary(train)["psnr_min"])
-    limits = domain.Limits(psnr=floors)
-    valid_paths = find_frames(args.valid, args.valid_limit)
-    valid = compared(codec, valid_paths, "valid")
-    flags = np.array([[bool(limits.reasons(level + 1, c)) for level, c in enumerate(levels)] for levels in valid])
-    report = {
-        "model": args.model,
-        "webp": f"method {domain.WEBP_METHOD}, qualities {list(domain.WEBP_QUALITIES)}",
-        "ratio_limit": domain.RATIO_LIMIT,
-        "psnr_floor": list(floors),
-        "train_frames": len(train),
-        "train": summary(train),
-        "valid_frames": len(valid),
-        "valid": summary(valid),
-        "valid_flagged_per_level": flags.sum(0).tolist(),
-        "valid_per_frame": {path.name: [[round(c.ratio, 3), round(c.psnr, 2)] for c in levels]  # (ratio, PSNR) per level
-                            for path, levels in zip(valid_paths, valid)},
-        "others": [],
-    }
-    for path in find_images(args.others) if args.others else []:
-        [levels] = compared(codec, [path])
-        with Image.open(path) as image:
-            size, mode = list(image.size), image.mode
-        report["others"].append({
-            "image": path.name, "size": size, "mode": mode,
-            "levels": [{"level": level + 1, "bytes": c.stkc_bytes, "psnr": round(c.psnr, 2),
-                        "ratio_to_webp": round(c.ratio, 3), "webp_nearest": list(c.nearest[:2]) + [round(c.nearest[2], 2)],
-                        "flagged": limits.reasons(level + 1, c)} for level, c in enumerate(levels)],
-        })
-    per_frame = report.pop("valid_per_frame")
-    rows = ",\n".join(f"    {json.dumps(name)}: {json.dumps(v, separators=(',', ':'))}" for name, v in per_frame.items())
-    print(json.dumps(report, indent=2)[:-2] + ',\n  "valid_per_frame": {\n' + rows + "\n  }\n}")  # a frame a line
+    train = base_layers(codec, find_frames(args.train, args.train_limit), "train")
+    bpt, psnr = np.array([r[0] for r in train]), np.array([r[1] for r in train])
+    fit = np.polyfit(bpt, psnr, 2)
+    band = domain.Band(tuple(round(float(c), 6) for c in fit), round(float((psnr - np.polyval(fit, bpt)).std()), 4))
+    limits = domain.Limits(band)
+    report = {"model": args.model, "effort": codec.effort,
+              "webp": f"method {domain.WEBP_METHOD}, qualities {list(domain.WEBP_QUALITIES)}",
+              "base_band": {"fit": list(band.fit), "sd": band.sd}, "flat_limit": domain.FLAT_LIMIT,
+              "z_limit": domain.Z_LIMIT, "train": frame_report(limits, train, find_frames(args.train, args.train_limit))}
+    del train
+    for name, folder, limit in [("valid", args.valid, args.valid_limit)] + [(f, f, None) for f in args.frames]:
+        paths = find_frames(folder, limit) if name == "valid" else find_images(folder)
+        report[name] = frame_report(limits, base_layers(codec, paths, name), paths)
+    report["others"] = []
+    for path in [path for folder in args.others for path in find_images(folder)]:
+        image, rgb = open_rgb(path)
+        reference = np.asarray(rgb)
+        [candidates] = codec.every_level([image])
+        header = bitstream.parse(candidates[0][0])[0]
+        signals = limits.signals(reference, candidates[0][1], header.payload_bytes, math.prod(header.grid))
+        levels = []
+        for level, (data, pixels) in enumerate(candidates, 1):
+            comparison = domain.compare_with_webp(reference, len(data), psnr_rgb(reference, pixels))
+            levels.append({"level": level, "bytes": len(data), "psnr": round(comparison.psnr, 2),
+                           "ratio_to_webp": round(comparison.ratio, 3),
+                           "webp_nearest": list(comparison.nearest[:2]) + [round(comparison.nearest[2], 2)]})
+        report["others"].append({"image": path.name, "size": list(image.size), "mode": image.mode,
+                                 **signals.record(), "flagged": limits.reasons(signals), "levels": levels})
+        print(f"others: {path.name}", file=sys.stderr, flush=True)
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -267,16 +267,18 @@ def bits_per_pixel(records: list[dict]) -> str:
                    "prior codes cheaper (on valid frames about 1% smaller at the same PSNR); "
                    "0 codes the tokenizer's tokens as they are. Decoders read either.")
 @click.option("--check/--no-check", default=True, show_default=True,
-              help="Compare each file with WebP at the same PSNR and warn when WebP serves the image better "
-                   "(a frame takes 6% longer at level 4, 35% at level 1).")
+              help="Check each image against the game frames the model learnt (flat colour; a base layer far "
+                   "poorer than its bits predict) and warn, with WebP's figures at the same PSNR, when it is "
+                   "unlike them (a frame takes 6% longer at level 4, 35% at level 1).")
 @codec_options
 def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_psnr, effort, check, model, force,
              as_json, max_pixels) -> None:
     """Compress images to .stkc files ('-' for stdin/stdout).
 
     The shipped models learnt SuperTuxKart frames. Other images (photos, screenshots, line art)
-    cost more bytes than with WebP for the same quality; stkc compares each file with WebP at the
-    same PSNR and warns when WebP would serve it better (--no-check skips it; the README's table).
+    cost more bytes than with WebP for the same quality; stkc warns when an image is unlike the
+    frames (screenshots, diagrams, logos, text, line art; not photographs) and gives WebP's figures
+    at the same PSNR (--no-check skips it; the README's table).
     Gray images come back gray; alpha is not kept."""
     from .domain import comparable
     from .imageio import open_image
@@ -323,14 +325,16 @@ def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_p
                 results.append(None)
                 continue
             from . import bitstream
-            from .domain import MAX_PIXELS, MAX_SIDE, Limits, compare
+            from .domain import MAX_PIXELS, MAX_SIDE, Limits, assess
 
             file = result.data
-            level = bitstream.parse(file, max_pixels=codec.max_pixels)[0].quality
+            header = bitstream.parse(file, max_pixels=codec.max_pixels)[0]
+            level = header.quality
             bpp = 8 * len(file) / (image.width * image.height)
             if tiles is not None and compared:
                 tiles.stage("comparing with WebP")
-            comparison = compare(image, result) if compared else None
+            limits = codec.model.domain_limits or Limits()
+            comparison, signals = assess(image, result, limits, header) if compared else (None, None)
             if check and not compared:
                 say(ctx, f"{shown(source)}: not compared with WebP (over {MAX_PIXELS / 1e6:.0f} Mpx or a side over "
                           f"{MAX_SIDE})")
@@ -343,11 +347,11 @@ def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_p
                       "line": f"{shown(source)}: {image.width}x{image.height} -> {len(file)} B "
                               f"({bpp:.3f} bpp, level {level})"}
             if comparison is not None:
-                limits = codec.model.domain_limits or Limits()
-                reasons = limits.reasons(level, comparison)
-                record.update({"unusual": bool(reasons), "unusual_reasons": reasons, **comparison.record()})
+                reasons = limits.reasons(signals)
+                record.update({"unusual": bool(reasons), "unusual_reasons": reasons, **comparison.record(),
+                               **signals.record()})
                 if reasons:
-                    warn(limits.message(shown(source), level, comparison))
+                    warn(limits.message(shown(source), level, comparison, signals))
             results.append((record, file))
         return results
 

@@ -21,7 +21,7 @@ from .metrics import psnr_rgb
 from .windows import image_tokens, image_tokens_and_margins, token_images, window_count
 from .zoo import CodecModel
 
-MAX_SIDE = 65535  # the header stores width and height as uint16
+MAX_SIDE = bitstream.MAX_SIDE  # the largest width and height a header holds
 
 
 def colour_mode(image: Image.Image) -> int:
@@ -62,10 +62,12 @@ def each_alone_on_error(work: Callable[[list[int]], list], count: int) -> list:
 
 @dataclasses.dataclass(frozen=True)
 class Encoded:
-    """One image's `.stkc` file and, when asked for, the RGB pixels (H, W, 3) uint8 it decodes to."""
+    """One image's `.stkc` file and, when asked for, the RGB pixels (H, W, 3) uint8 it decodes to
+    and those of its base layer (the level-1 picture; `pixels` itself at level 1)."""
 
     data: bytes
     pixels: np.ndarray | None
+    base: np.ndarray | None = None
 
 
 class Codec:
@@ -181,14 +183,16 @@ class Codec:
                 rgb = [as_rgb(images[i]) for i in members]
                 grids, headers = self._base_layer(rgb, [colour_mode(images[i]) for i in members], on_tiles)
                 if targeted:
-                    chosen = self._targeted(rgb, grids, headers, size, target_bytes, target_psnr, on_tiles, reconstruct)
+                    chosen, bases = self._targeted(rgb, grids, headers, size, target_bytes, target_psnr, on_tiles,
+                                                   reconstruct)
                 elif quality > 1:
-                    _, files = self._enhancements(rgb, grids, headers, size, [quality], on_tiles, reconstruct)
+                    bases, files = self._enhancements(rgb, grids, headers, size, [quality], on_tiles, reconstruct)
                     chosen = [options[0] for options in files]
                 else:
                     chosen = self._level_one(grids, headers, size, on_tiles, reconstruct)
-                for index, (data, pixels) in zip(members, chosen):
-                    results[index] = Encoded(data, pixels)
+                    bases = [pixels for _, pixels in chosen]
+                for index, (data, pixels), base in zip(members, chosen, bases):
+                    results[index] = Encoded(data, pixels, base if reconstruct else None)
         return results
 
     def _by_size(self, images: Sequence[Image.Image], names: Sequence[str]) -> dict[tuple[int, int], list[int]]:
@@ -257,11 +261,12 @@ class Codec:
         return [[(base_file, base)] + options for base_file, base, options in zip(base_files, bases, files)]
 
     def _targeted(self, rgb, grids, headers, size, target_bytes, target_psnr, on_tiles,
-                  reconstruct: bool) -> list[tuple[bytes, np.ndarray | None]]:
-        """Per image, the level that meets the target (see compress_many): (file, pixels or None)."""
-        chosen = []
-        for image, candidates in zip(rgb, self._candidates(rgb, grids, headers, size, on_tiles,
-                                                           reconstruct=reconstruct or target_psnr is not None)):
+                  reconstruct: bool) -> tuple[list[tuple[bytes, np.ndarray | None]], list]:
+        """Per image, the level that meets the target (see compress_many): (file, pixels or None);
+        and per image its base picture (or None)."""
+        chosen, every = [], self._candidates(rgb, grids, headers, size, on_tiles,
+                                              reconstruct=reconstruct or target_psnr is not None)
+        for image, candidates in zip(rgb, every):
             if target_bytes is not None:
                 fitting = [option for option in candidates if len(option[0]) <= target_bytes]
                 chosen.append(fitting[-1] if fitting else candidates[0])
@@ -269,7 +274,7 @@ class Codec:
                 reference = np.asarray(image)
                 reaching = [option for option in candidates if psnr_rgb(reference, option[1]) >= target_psnr]
                 chosen.append(reaching[0] if reaching else candidates[-1])
-        return chosen
+        return chosen, [candidates[0][1] for candidates in every]
 
     def every_level(self, images: Sequence[Image.Image]) -> list[list[tuple[bytes, np.ndarray]]]:
         """Per image, (`.stkc` bytes, the RGB pixels (H, W, 3) uint8 they decode to) at every quality

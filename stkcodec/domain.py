@@ -1,16 +1,15 @@
-"""Whether stkc serves an image: its file against WebP's at the same PSNR.
+"""Whether an image is like the game frames the model learnt, and WebP's file at its PSNR.
 
-The shipped models learnt SuperTuxKart frames. On other images (photos, screenshots, line art)
-they spend more bytes than WebP for the same picture quality, and no figure of the model's own
-(bits per token, the base layer's error) tells those images from game frames reliably: a photo
-costs about as many bits per token as a busy frame, a logo's base picture is as sharp as a
-frame's. So the check asks the question a user would: WebP (method 4, a few ms a frame) is swept
-for the PSNR of stkc's own reconstruction, and an image is flagged when WebP would need clearly
-fewer bytes (RATIO_LIMIT), or when stkc's picture is far worse than any training frame's at that
-level while WebP's file is sharper (`Limits`; docs/unusual-images.json). Game frames of tracks the
-model never saw are coded less well than those it trained on (on the validation tracks about 0.83x
-WebP's bytes at level 4, on training frames 0.57x), and a few of them cost more than WebP's: the
-limit sits above nearly all of them, and a frame flagged is one WebP does code better.
+The shipped models learnt SuperTuxKart frames. On other images (screenshots, diagrams, logos,
+line art, text, photos) they spend more bytes than WebP for the same picture quality. Two
+signals of the image itself tell most of them from frames, whatever level they are coded at
+(`Limits`): the share of flat colour (`flat_share`: most of a screenshot or logo, little of a
+rendered frame, losslessly rendered or not), and how far the base picture's PSNR falls below
+what training frames reach at the same bits per token (`Band`: text, line art, icons and
+screenshots cost few bits and still come back poor). Photographs pass both; no statistic
+measured tells them from frames (benchmarks/domain_probe.py). WebP's ratio at equal PSNR is
+reported, not weighed: frames of unseen tracks reach 2.6x WebP's bytes (docs/unusual-images.json).
+WebP (method 4, a few ms a frame) is swept for the PSNR of stkc's own reconstruction.
 
 Below WebP's lowest setting its curve is extended by the slope of its two lowest settings
 (at most EXTEND_DB, down to half its smallest file): a file that costs more than WebP's smallest and looks worse loses either way.
@@ -31,7 +30,8 @@ from .rd import bytes_at_psnr
 
 WEBP_QUALITIES = (0, 5, 10, 20, 30, 45, 60, 75, 90, 100)
 WEBP_METHOD = 4
-RATIO_LIMIT = 1.5  # stkc's bytes over WebP's at equal PSNR above which an image is flagged
+FLAT_LIMIT = 0.45  # flagged above this share of flat colour (flat_share)
+Z_LIMIT = -3.4  # flagged when the base picture lies this many standard deviations below the Band
 MAX_PIXELS = 16_000_000  # larger images are not compared: WebP's copies would outgrow the codec's memory
 MAX_SIDE = 16383  # WebP's largest side
 EXTEND_DB = 4.0  # below WebP's lowest setting its curve is extended by at most this many dB
@@ -62,36 +62,98 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class Band:
+    """Where training frames' base layers lie: their base picture's PSNR (dB) as a polynomial in
+    the base layer's bits per token (`fit`, numpy.polyval's order), and the standard deviation of
+    their PSNRs about it (`sd`). Busy frames cost more bits and come back poorer; text, line art,
+    screenshots and icons cost few bits and still come back poor (benchmarks/unusual_images.py)."""
+
+    fit: tuple[float, ...]
+    sd: float
+
+    def z(self, bits_per_token: float, psnr: float) -> float:
+        """How many standard deviations the base picture's PSNR lies above the training frames'
+        at those bits (below: negative)."""
+        return (psnr - float(np.polyval(self.fit, bits_per_token))) / self.sd
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What tells an image from the game frames the model learnt, whatever level it is coded at."""
+
+    flat: float  # share of the pixels whose 3x3 neighbourhood is one colour (flat_share)
+    z: float | None  # the base layer's Band.z; None for a model without a band
+
+    def record(self) -> dict:
+        """What `stkc compress --json` reports of them."""
+        return {"flat_share": round(self.flat, 4), "base_z": None if self.z is None else round(self.z, 2)}
+
+
+def flat_share(pixels: np.ndarray, rows_at_once: int = 512) -> float:
+    """(H, W, 3) uint8 -> the share of the pixels not on the border whose 3x3 neighbourhood is
+    exactly one colour: most of a screenshot, diagram, logo or line art; at most 0.36 of a training
+    frame (flat sky) and 0.03 of a valid frame. Works through the image in bands of rows."""
+    height, width = pixels.shape[:2]
+    if height < 3 or width < 3:
+        return 0.0
+    flat = 0
+    for top in range(0, height - 2, rows_at_once):
+        band = pixels[top : min(height, top + rows_at_once + 2)].astype(np.int32)
+        key = (band[..., 0] << 16) | (band[..., 1] << 8) | band[..., 2]
+        centre = key[1:-1, 1:-1]
+        same = np.ones(centre.shape, bool)
+        for dy in range(3):
+            for dx in range(3):
+                same &= key[dy : dy + centre.shape[0], dx : dx + centre.shape[1]] == centre
+        flat += int(same.sum())
+    return flat / ((height - 2) * (width - 2))
+
+
+@dataclass(frozen=True)
 class Limits:
-    """When an image is flagged: its file costs more than `ratio` times WebP's at equal PSNR, or
-    its PSNR at level k is below `psnr[k - 1]` while WebP's nearest file is sharper than that (a
-    picture far worse than any game frame's at that level: text and line art at level 1). The
-    floors come from training frames (benchmarks/unusual_images.py, models/index.json); a model
-    without them has the ratio alone."""
+    """When an image is flagged as unlike the game frames the model learnt: more than FLAT_LIMIT
+    of it is flat colour ("flat"), or its base picture is more than -Z_LIMIT standard deviations
+    poorer than training frames' at its bits per token ("base"; a model without a `band` has the
+    first alone). Both are the image's own, not the level's: an image is flagged at every level
+    or at none. No frame of the validation tracks is flagged (docs/unusual-images.json); WebP's
+    figures at equal PSNR are reported, not weighed (frames of unseen tracks range up to 3x)."""
 
-    psnr: tuple[float, ...] | None = None
-    ratio: float | None = None  # None: RATIO_LIMIT
+    band: Band | None = None
 
-    def reasons(self, level: int, comparison: Comparison) -> list[str]:
-        """Why an image coded at `level` is flagged: "ratio", "psnr", both or neither."""
-        reasons = ["ratio"] if comparison.ratio > (RATIO_LIMIT if self.ratio is None else self.ratio) else []
-        if self.psnr is not None and comparison.psnr < self.psnr[level - 1] < comparison.nearest[2]:
-            reasons.append("psnr")
+    def signals(self, reference: np.ndarray, base: np.ndarray, base_payload_bytes: int, tokens: int) -> Signals:
+        """The image's pixels and its base picture (H, W, 3) uint8, the base layer's payload size
+        and token count -> its Signals."""
+        z = None
+        if self.band is not None:
+            z = self.band.z(8 * base_payload_bytes / tokens, psnr_rgb(reference, base))
+        return Signals(flat_share(reference), z)
+
+    def reasons(self, signals: Signals) -> list[str]:
+        """Why an image is flagged: "flat", "base", both or neither."""
+        reasons = ["flat"] if signals.flat > FLAT_LIMIT else []
+        if signals.z is not None and signals.z < Z_LIMIT:
+            reasons.append("base")
         return reasons
 
-    def message(self, name: str, level: int, comparison: Comparison) -> str | None:
+    def message(self, name: str, level: int, comparison: Comparison, signals: Signals) -> str | None:
         """The warning's one line, or None when the image is not flagged."""
-        reasons = self.reasons(level, comparison)
+        reasons = self.reasons(signals)
         if not reasons:
             return None
+        why = []
+        if "flat" in reasons:
+            why.append(f"{signals.flat:.0%} of it is flat colour, as in screenshots, diagrams and logos")
+        if "base" in reasons:
+            why.append(f"its base layer comes back {-signals.z * self.band.sd:.1f} dB poorer than game frames' at "
+                       "its bits, as text and line art do")
         quality, size, psnr = comparison.nearest
-        webp = f"WebP -q {quality}: {size:,} B at {psnr:.1f} dB"
-        if "ratio" in reasons:
-            how = f"{comparison.ratio:.2f}x what WebP needs for that PSNR ({webp})"
+        if comparison.ratio > 1:
+            webp = (f"WebP needs {comparison.ratio:.2f}x fewer bytes for that PSNR "
+                    f"(WebP -q {quality}: {size:,} B at {psnr:.1f} dB)")
         else:
-            how = f"a poorer picture than any game frame's at level {level} (at least {self.psnr[level - 1]:.1f} dB; {webp})"
-        return (f"{name}: {comparison.stkc_bytes:,} B at {comparison.psnr:.1f} dB, {how}: unlike the SuperTuxKart "
-                "frames the model codes well, WebP serves this image better")
+            webp = f"compare WebP -q {quality}: {size:,} B at {psnr:.1f} dB"
+        return (f"{name}: unlike the SuperTuxKart frames the model learnt ({'; '.join(why)}): level {level} "
+                f"gives {comparison.stkc_bytes:,} B at {comparison.psnr:.1f} dB, {webp}")
 
 
 def comparable(width: int, height: int) -> bool:
@@ -138,7 +200,9 @@ def compare_with_webp(reference: np.ndarray, stkc_bytes: int, psnr: float) -> Co
     return Comparison(stkc_bytes, psnr, webp, (WEBP_QUALITIES[high], *point(high)))
 
 
-def compare(image: Image.Image, encoded) -> Comparison:
-    """An image and its `codec.Encoded` (with pixels) -> the comparison, in RGB."""
+def assess(image: Image.Image, encoded, limits: Limits, header) -> tuple[Comparison, Signals]:
+    """An image, its `codec.Encoded` (with pixels and base) and the file's parsed header -> the
+    comparison with WebP and the image's Signals, in RGB."""
     reference = np.asarray(image.convert("RGB"))
-    return compare_with_webp(reference, len(encoded.data), psnr_rgb(reference, encoded.pixels))
+    comparison = compare_with_webp(reference, len(encoded.data), psnr_rgb(reference, encoded.pixels))
+    return comparison, limits.signals(reference, encoded.base, header.payload_bytes, math.prod(header.grid))

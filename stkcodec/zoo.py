@@ -28,8 +28,8 @@ def models_dir() -> Path:
 @functools.cache
 def shipped() -> dict:
     """models/index.json: {"default": name, "models": {name: codec id hex}, "shares": {name: {file:
-    the model whose copy it uses}}, "default_quality": {name: level}, "psnr_floor": {name: [dB per
-    level]} (domain.Limits, from benchmarks/unusual_images.py)}."""
+    the model whose copy it uses}}, "default_quality": {name: level}, "base_band": {name: {"fit":
+    [...], "sd": dB}} (domain.Band, from benchmarks/unusual_images.py)}."""
     return json.loads((models_dir() / "index.json").read_text())
 
 
@@ -102,7 +102,7 @@ class CodecModel:
         self.tile = (min(math.ceil(FRAME[0] / p), prior.config.max_rows),
                      min(math.ceil(FRAME[1] / p), prior.config.max_cols))
         self.default_quality = 1  # the level `compress` uses when not told (index.json's "default_quality")
-        self.domain_limits = None  # domain.Limits of a shipped model (index.json's "psnr_floor")
+        self.domain_limits = None  # domain.Limits of a shipped model (index.json's "base_band")
 
     @classmethod
     def load(cls, model: str | Path | None = None) -> "CodecModel":
@@ -118,11 +118,11 @@ class CodecModel:
             raise ModelMismatchError(f"{folder}: codec id {loaded.model_id.hex()}, models/index.json says {expected}")
         if expected is not None:
             loaded.default_quality = shipped().get("default_quality", {}).get(folder.name, 1)
-            floors = shipped().get("psnr_floor", {}).get(folder.name)
-            if floors is not None:
-                from .domain import Limits
+            band = shipped().get("base_band", {}).get(folder.name)
+            if band is not None:
+                from .domain import Band, Limits
 
-                loaded.domain_limits = Limits(psnr=tuple(floors))
+                loaded.domain_limits = Limits(Band(tuple(band["fit"]), band["sd"]))
         return loaded
 
     @property

@@ -79,7 +79,7 @@ def test_file_size_close_to_cross_entropy(codec):
     tokens = image_tokens(codec.model.tokenizer, [image])[0]
     logits = codec.model.prior(tokens[None])
     bits = torch.nn.functional.cross_entropy(logits[0], tokens.flatten(), reduction="sum").item() / np.log(2)
-    payload_bits = 8 * (len(data) - bitstream.HEADER_SIZE)
+    payload_bits = 8 * (len(data) - bitstream.parse(data)[0].size)
     assert payload_bits <= bits * 1.01 + 64
 
 
@@ -119,10 +119,10 @@ def test_other_model_is_refused(codec):
 
 
 def test_header_claiming_huge_image_is_refused_before_allocating(codec):
-    data = bytearray(codec.compress(make_image(20, 20)))
-    data[8:12] = (65535).to_bytes(2, "little") * 2
+    header, payload = bitstream.parse(codec.compress(make_image(20, 20)))
+    claimed = dataclasses.replace(header, width=65535, height=65535).pack_file(payload)
     with pytest.raises(BadInputError, match="exceeds"):
-        codec.decompress(bytes(data))
+        codec.decompress(claimed)
 
 
 def test_truncation_at_every_byte_is_a_clean_error(codec):
@@ -177,12 +177,16 @@ def test_trailing_zero_words_are_never_read(codec):
 
 
 def test_every_header_field_is_covered_by_the_checksum(codec):
-    """A damaged width, height, tile, colour or level never decodes quietly to another image."""
+    """A damaged width, height, tile or colour (or a version-3 file's level) never decodes quietly
+    to another image."""
     data = codec.compress(make_image(30, 20))
     header, payload = bitstream.parse(data)
-    for changes in ({"width": 29}, {"height": 19}, {"tile_rows": 3}, {"tile_cols": 5},
-                    {"colour": bitstream.GRAY}, {"level": 1}):
-        damaged = dataclasses.replace(header, **changes).pack() + payload
+    version_3 = dataclasses.replace(header, version=3).sealed(codec.tokens_many([data])[0][1].numpy())
+    assert np.array_equal(codec.decompress(version_3.pack_file(payload)), codec.decompress(data))
+    for original, changes in [(header, change) for change in ({"width": 29}, {"height": 19}, {"tile_rows": 3},
+                                                              {"tile_cols": 5}, {"colour": bitstream.GRAY})] + [
+            (version_3, {"level": 1}), (version_3, {"width": 29})]:
+        damaged = dataclasses.replace(original, **changes).pack() + payload
         with pytest.raises(BadInputError, match="checksum|corrupt|damaged"):
             codec.decompress(damaged)
 
@@ -210,6 +214,32 @@ def test_version_1_files_still_parse():
     assert parsed == header and payload == bytes(4) and parsed.mode == "RGB" and header.size == 23
     tokens = np.arange(24).reshape(4, 6)
     assert header.checksum(tokens) == zlib.crc32(tokens.astype("<u2").tobytes())  # version 1: the tokens alone
+
+
+def test_uvarints_are_leb128_in_their_shortest_form():
+    for value in (0, 1, 127, 128, 300, 16383, 16384, 65535, 2**30):
+        packed = bitstream.uvarint(value)
+        assert len(packed) == max(1, -(-value.bit_length() // 7))
+        assert bitstream.read_uvarint(packed + b"\xff", 0, 2**30, "f", "x") == (value, len(packed))
+    assert bitstream.uvarint(300) == bytes([0xAC, 0x02])
+    for data, message in ((b"\x80\x00", "shortest form"), (b"\x81", "truncated"), (b"\x80\x80\x80\x01", "longer than 3"),
+                          (bitstream.uvarint(65536), "exceeds 65535")):
+        with pytest.raises(BadInputError, match=message):
+            bitstream.read_uvarint(data, 0, 65535, "f", "width")
+
+
+def test_version_4_headers_of_a_frame_and_its_segment(tiny_layered_model):
+    codec = Codec(tiny_layered_model)
+    frame = make_image(150, 100)
+    level_1, level_2 = codec.compress(frame, quality=1), codec.compress(frame, quality=2)
+    header, payload = bitstream.parse(level_2)
+    assert header.version == 4 and header.size == 20 + (header.payload_bytes // 4 > 127)
+    assert header.enhancement.size - header.enhancement.payload_bytes == 6 + (header.enhancement.payload_bytes // 4 > 127)
+    assert level_2[: header.base_bytes] == level_1 and header.describe()["header_bytes"] == header.size
+    # the same payload in a version-3 header: 25 bytes, the same picture (older layered files: their vectors)
+    old = dataclasses.replace(header, version=3, enhancement=None).sealed(codec.tokens_many([level_1])[0][1].numpy())
+    assert old.size == 25 and bitstream.parse(old.pack_file(payload)) == (old, payload)
+    assert np.array_equal(codec.decompress(old.pack_file(payload)), codec.decompress(level_1))
 
 
 def test_payload_too_short_for_the_claimed_size_is_refused_before_decoding(codec):

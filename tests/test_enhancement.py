@@ -268,7 +268,7 @@ def test_every_level_round_trips(codec, frames, quality):
     files = codec.compress_many(frames, quality=quality)
     for image, data in zip(frames, files):
         header, _ = bitstream.parse(data)
-        assert header.version == 3 and header.quality == quality and (header.enhancement is None) == (quality == 1)
+        assert header.version == bitstream.VERSION and header.quality == quality and (header.enhancement is None) == (quality == 1)
         decoded = codec.decompress(data)
         assert decoded.size == image.size and decoded.mode == "RGB"
     # batched and alone: the same bytes; the same pixels up to float rounding (formats/stkc.md, Pixels)
@@ -349,7 +349,7 @@ def test_enhancement_segment_validation(codec, frames):
     with pytest.raises(BadInputError, match="unexpected bytes"):
         bitstream.parse(data + b"\0" * 4)
     wrong_level = bytearray(data)
-    wrong_level[header.base_bytes + 3] = 9  # a level the model does not have (and a bad checksum)
+    wrong_level[header.base_bytes] = 9  # the segment's level (version 4): one the model lacks (and a bad checksum)
     with pytest.raises(BadInputError, match="quality level 9|checksum"):
         codec.decompress(bytes(wrong_level))
     other = codec.compress(frames[1], quality=2)  # another file's segment after this base
