@@ -95,7 +95,7 @@ def classic_sweeps(frames, cache: str | None) -> dict:
 
     from stkcodec.bench import CLASSIC, Sweep, run_classic
 
-    key = json.dumps({"images": [f.name for f in frames],
+    key = json.dumps({"images": [str(Path(f.name).resolve()) for f in frames],  # however the folder was spelt
                       "settings": {n: [list(CLASSIC[n].qualities), CLASSIC[n].options] for n in ("webp", "avif")}},
                      sort_keys=True, default=str)
     if cache and Path(cache).exists():
