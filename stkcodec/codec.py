@@ -18,7 +18,7 @@ from .enhance_codec import EnhancementCoder
 from .errors import BadInputError, ModelMismatchError, Option, StkcError
 from .imageio import GRAY_MODES
 from .metrics import psnr_rgb
-from .windows import image_tokens, image_tokens_and_margins, token_images, window_count
+from .windows import base_pictures, image_tokens, image_tokens_and_margins, token_images, window_count
 from .zoo import CodecModel
 
 MAX_SIDE = bitstream.MAX_SIDE  # the largest width and height a header holds
@@ -231,7 +231,8 @@ class Codec:
     def _enhancements(self, rgb, grids, headers, size, levels: list[int], on_tiles, reconstruct: bool = False):
         """Per image, (file bytes, decoded RGB pixels if `reconstruct`) at each quality level in
         `levels` (2 or more)."""
-        bases = token_images(self.model.tokenizer, grids, size, on_tiles)
+        # the encoder reads the base a tile at a time: a tall image's is computed band by band
+        bases = (token_images if reconstruct else base_pictures)(self.model.tokenizer, grids, size, on_tiles)
         starts = [bitstream.symbols_crc_start(header.token_crc32) for header, _ in headers]
         coded = self.enhancement.encode(rgb, bases, [q - 2 for q in levels],
                                         base_crcs=starts, tokens=[grid.numpy() for grid in grids],

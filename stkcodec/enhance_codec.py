@@ -27,7 +27,8 @@ from .errors import BadInputError
 from .memory import release_free_memory
 from .windows import crop_padded, paste_within
 
-MAX_BATCH_TILES = 32  # tiles per network pass (speed and memory only: the same bytes)
+MAX_BATCH_TILES = 32  # tiles per entropy-model pass (speed and memory only: the same bytes)
+NETWORK_TILES = 8  # tiles per pass of E or D, whose full-resolution activations dominate memory
 
 
 @dataclass
@@ -47,11 +48,24 @@ def _tiles(images: Sequence[Image.Image], chunk, patch: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(cut)).permute(0, 3, 1, 2).float() / 255
 
 
-def _place(canvases: Sequence[Image.Image], chunk, patch: int, pixels: torch.Tensor) -> None:
-    values = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    for slot, tile in enumerate(values):
-        r0, r1, c0, c1 = chunk[slot % len(chunk)]
-        paste_within(canvases[slot // len(chunk)], tile, r0 * patch, c0 * patch)
+def _encode_parts(model: Enhancer, x: torch.Tensor, x0: torch.Tensor) -> np.ndarray:
+    """E's latents (n, C, th, tw) of pixel tiles x and their base x0, NETWORK_TILES at a time."""
+    return np.concatenate([model.encode(x[k : k + NETWORK_TILES], x0[k : k + NETWORK_TILES]).numpy()
+                           for k in range(0, len(x), NETWORK_TILES)])
+
+
+def _decode_into(model: Enhancer, latents: np.ndarray, x0: torch.Tensor, canvases: Sequence[Image.Image],
+                 chunk, patch: int) -> None:
+    """D's pixels for latents (len(canvases)*len(chunk), C, th, tw) over their base tiles x0,
+    NETWORK_TILES at a time, each tile pasted into its canvas (tile k: canvases[k // len(chunk)],
+    at chunk[k % len(chunk)])."""
+    for start in range(0, len(latents), NETWORK_TILES):
+        part = slice(start, start + NETWORK_TILES)
+        pixels = model.decode(torch.from_numpy(latents[part]).float(), x0[part])
+        values = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for slot, tile in enumerate(values, start):
+            r0, r1, c0, c1 = chunk[slot % len(chunk)]
+            paste_within(canvases[slot // len(chunk)], tile, r0 * patch, c0 * patch)
 
 
 def _chunk_tokens(grids: Sequence[np.ndarray] | None, members: list[int], chunk) -> np.ndarray | None:
@@ -109,7 +123,7 @@ class EnhancementCoder:
             for batch in _batches(len(images), len(chunk)):
                 x = _tiles(images[batch], chunk, self.patch)
                 x0 = _tiles(bases[batch], chunk, self.patch)
-                latents = self.model.encode(x, x0).numpy()  # (b*n, C, th, tw), unscaled
+                latents = _encode_parts(self.model, x, x0)  # (b*n, C, th, tw), unscaled
                 shape = (len(chunk), *latents.shape[1:])
                 members = list(range(len(images))[batch])
                 base = self._base(tokens, members, chunk, shape)
@@ -123,10 +137,7 @@ class EnhancementCoder:
                         continue
                     latents_hat = self._latents(np.concatenate([s for s, _ in coded]),
                                                 np.concatenate([m for _, m in coded]), level)
-                    pixels = self.model.decode(torch.from_numpy(latents_hat).float(), x0)
-                    for offset, index in enumerate(range(len(images))[batch]):
-                        _place([canvases[index][slot]], chunk, self.patch,
-                               pixels[offset * len(chunk) : (offset + 1) * len(chunk)])
+                    _decode_into(self.model, latents_hat, x0, [canvases[i][slot] for i in members], chunk, self.patch)
                 if len(chunk) > 1:
                     release_free_memory()
                 if on_tiles is not None:
@@ -165,9 +176,8 @@ class EnhancementCoder:
                     for index, (symbols, means) in zip(same, decoded):
                         crcs[index] = _chain(crcs[index], symbols)
                         latents[index] = self._latents(symbols, means, level)
-                pixels = self.model.decode(torch.from_numpy(np.concatenate([latents[i] for i in members])).float(), x0)
-                for offset, index in enumerate(members):
-                    _place([bases[index]], chunk, self.patch, pixels[offset * len(chunk) : (offset + 1) * len(chunk)])
+                _decode_into(self.model, np.concatenate([latents[i] for i in members]), x0,
+                             [bases[i] for i in members], chunk, self.patch)
                 if len(chunk) > 1:
                     release_free_memory()
                 if on_tiles is not None:

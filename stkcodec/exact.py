@@ -182,11 +182,13 @@ class ExactRMSNorm:
 
 
 class ExactCache:
-    """Preallocated keys and values (B, heads, length, head_dim) of every layer."""
+    """Preallocated keys and values (B, heads, length, head_dim) of every layer: float64 integers,
+    or, in the "int8" arithmetic, the float32 operands they are rounded to (half the memory, and
+    each is rounded once, when it is cached, instead of at every step that reads it)."""
 
-    def __init__(self, layers: int, shape: tuple[int, int, int, int]) -> None:
-        self.keys = [np.zeros(shape) for _ in range(layers)]
-        self.values = [np.zeros(shape) for _ in range(layers)]
+    def __init__(self, layers: int, shape: tuple[int, int, int, int], dtype: type = np.float64) -> None:
+        self.keys = [np.zeros(shape, dtype) for _ in range(layers)]
+        self.values = [np.zeros(shape, dtype) for _ in range(layers)]
         self.length = 0
 
 
@@ -250,6 +252,8 @@ class ExactTokenPrior:
             mask = mask[first:]
         if keys is not None:
             k, v = k[:, :, :keys], v[:, :, :keys]
+        if self.int8:  # the products' operands: the same integers whether cached or not
+            k, v = quantise(k, layer["k"]), quantise(v, layer["v"])
         past = 0
         if cache is not None:
             past, new = cache.length, k.shape[2]
@@ -267,10 +271,11 @@ class ExactTokenPrior:
 
     def _mix(self, layer: dict, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
              keys: int | None, length: int, past: int) -> np.ndarray:
-        """Attention of queries q (b, H, T, hd) over keys and values (b, H, S, hd): (b, H, T, hd) integers."""
+        """Attention of queries q (b, H, T, hd) over keys and values (b, H, S, hd): (b, H, T, hd)
+        integers (in the "int8" arithmetic k and v are already rounded to their operands)."""
         # In place where it can be: these arrays dominate the time, and fresh ones page-fault.
         if self.int8:  # float64 from here, as in the float64 arithmetic
-            scores = products32(quantise(q, layer["q"]), quantise(k, layer["k"]).swapaxes(-1, -2),
+            scores = products32(quantise(q, layer["q"]), k.swapaxes(-1, -2),
                                 INT8 * INT8).astype(np.float64, copy=False)
             to_exponents(scores, self.score_scale * layer["q"] * layer["k"], out=scores)
         else:
@@ -283,7 +288,7 @@ class ExactTokenPrior:
         np.subtract(scores.max(-1, keepdims=True), scores, out=scores)
         if self.int8:
             weights = exp2_weights(scores, INT8_ATTENTION_BITS, np.float32)
-            mixed = products32(weights, quantise(v, layer["v"]), 2**INT8_ATTENTION_BITS * INT8)
+            mixed = products32(weights, v, 2**INT8_ATTENTION_BITS * INT8)
             mixed = mixed.astype(np.float64, copy=False) * layer["v"]  # float64 under any NumPy's promotion rules
             mixed = np.round(mixed / weights.sum(-1, keepdims=True, dtype=np.float64))
         else:
@@ -307,7 +312,8 @@ class ExactTokenPrior:
 
     def new_cache(self, batch: int, length: int) -> ExactCache:
         head_dim = self.config.d_model // self.n_heads
-        return ExactCache(len(self.layers), (batch, self.n_heads, length, head_dim))
+        return ExactCache(len(self.layers), (batch, self.n_heads, length, head_dim),
+                          np.float32 if self.int8 else np.float64)
 
     def weights(self, logits: np.ndarray) -> np.ndarray:
         """Integer logits (..., vocab) -> unnormalised integer token weights (float64), what the

@@ -7,6 +7,7 @@ would see in a whole-image pass.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -30,7 +31,8 @@ def crop_padded(image: Image.Image, top: int, bottom: int, left: int, right: int
     bottom edges as the tokenizer pads (patches.py: the last row and column repeated), cut
     without a copy of the whole image (memory stays bounded for any image size)."""
     box = (left, top, min(right, image.width), min(bottom, image.height))
-    pixels = np.asarray(image.crop(box) if box != (0, 0, image.width, image.height) else image)
+    whole = box == (0, 0, image.width, image.height) and isinstance(image, Image.Image)
+    pixels = np.asarray(image if whole else image.crop(box))
     short = (bottom - top - pixels.shape[0], right - left - pixels.shape[1])
     return np.pad(pixels, ((0, short[0]), (0, short[1]), (0, 0)), mode="edge") if any(short) else pixels
 
@@ -113,3 +115,60 @@ def token_images(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tupl
                 on_window(len(batch))
         images.extend(canvases)
     return images
+
+
+BAND_ROWS = 3 * WINDOW  # grid rows of a band of `BasePicture` (a band's halo rows cost (2 * radius) / 96 more work)
+
+
+class BasePicture:
+    """The base picture of one token grid, computed band by band as it is read: what
+    `token_images` gives, for an encoder that reads it a tile at a time, without holding the
+    whole picture (a 64-megapixel image's would be 256 MB in Pillow). Offers what `crop_padded`
+    reads of a Pillow image: `width`, `height` and `crop(box)`. The two bands read last are kept;
+    tiles are read in raster order, so each band is computed about once (edge tiles, coded after
+    the others, recompute theirs)."""
+
+    def __init__(self, tokenizer: Tokenizer, grid: torch.Tensor, size: tuple[int, int],
+                 on_window: Callable[[int], None] | None = None) -> None:
+        self.tokenizer, self.grid, self.size, self.on_window = tokenizer, grid, size, on_window
+        self.width, self.height = size
+        self.counted: set[int] = set()  # bands whose windows progress has heard of (once each)
+        self.bands: OrderedDict[int, np.ndarray] = OrderedDict()  # band index -> pixels (rows, width, 3) uint8
+
+    def _band(self, index: int) -> np.ndarray:
+        if index in self.bands:
+            self.bands.move_to_end(index)
+            return self.bands[index]
+        p, halo = self.tokenizer.config.patch_size, self.tokenizer.grid_radius
+        rows = self.grid.shape[0]
+        r0, r1 = index * BAND_ROWS, min(rows, (index + 1) * BAND_ROWS)
+        h0, h1 = max(0, r0 - halo), min(rows, r1 + halo)
+        picture = token_images(self.tokenizer, [self.grid[h0:h1]], (self.width, (h1 - h0) * p))[0]
+        top = (r0 - h0) * p
+        self.bands[index] = np.asarray(picture)[top : top + min((r1 - r0) * p, self.height - r0 * p)].copy()
+        if len(self.bands) > 2:
+            self.bands.popitem(last=False)
+        if self.on_window is not None and index not in self.counted:  # BAND_ROWS is a multiple of WINDOW:
+            self.counted.add(index)  # the bands' windows add up to the whole picture's
+            self.on_window(window_count(r1 - r0, self.grid.shape[1]))
+        return self.bands[index]
+
+    def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
+        """Pixels of box (left, top, right, bottom), within the picture, as a Pillow image."""
+        left, top, right, bottom = box
+        band_px = BAND_ROWS * self.tokenizer.config.patch_size
+        parts = []
+        for index in range(top // band_px, (bottom - 1) // band_px + 1):
+            start = index * band_px
+            parts.append(self._band(index)[max(top, start) - start : min(bottom, start + band_px) - start, left:right])
+        return Image.fromarray(np.ascontiguousarray(np.concatenate(parts) if len(parts) > 1 else parts[0]), "RGB")
+
+
+def base_pictures(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tuple[int, int],
+                  on_window: Callable[[int], None] | None = None) -> list:
+    """What `token_images` gives, for reading by `crop_padded`: whole pictures for grids of at
+    most BAND_ROWS rows (the same pixels as ever), `BasePicture`s computed band by band for taller
+    ones (their pixels may differ from a whole pass's in the last float bits: what an encoder reads)."""
+    if grids[0].shape[0] <= BAND_ROWS:
+        return token_images(tokenizer, grids, size, on_window)
+    return [BasePicture(tokenizer, grid, size, on_window) for grid in grids]

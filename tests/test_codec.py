@@ -357,3 +357,41 @@ def test_compress_many_checks_every_size_before_coding(tiny_codec_model):
                        (Image.new("RGB", (0, 5)), "empty image")):
         with pytest.raises(BadInputError, match=f"^wide: .*{why}|^wide: {why}"):
             codec.compress_many([make_image(10, 10), image], names=["fine", "wide"])
+
+
+def test_banded_base_picture_gives_the_whole_pictures_pixels(tiny_codec_model, monkeypatch):
+    """`BasePicture` (a tall image's base, computed band by band as an encoder reads it) crops to
+    what the whole picture holds, across band borders and past the bottom edge, keeping two bands."""
+    from stkcodec import windows
+
+    monkeypatch.setattr(windows, "BAND_ROWS", 8)  # a multiple of WINDOW is what progress needs; not here
+    tokenizer = tiny_codec_model.tokenizer
+    image = make_image(40, 97, seed=3)
+    grid = windows.image_tokens(tokenizer, [image])[0]
+    whole = np.asarray(windows.token_images(tokenizer, [grid], image.size)[0]).astype(int)
+    banded = windows.BasePicture(tokenizer, grid, image.size)
+    for box in [(0, 0, 40, 97), (5, 30, 35, 45), (0, 39, 40, 41), (0, 80, 40, 97), (10, 0, 11, 97)]:
+        got = np.asarray(banded.crop(box)).astype(int)
+        assert got.shape == (box[3] - box[1], box[2] - box[0], 3)
+        assert np.abs(got - whole[box[1] : box[3], box[0] : box[2]]).max() <= 1
+        assert len(banded.bands) <= 2
+    cut = windows.crop_padded(banded, 90, 100, 30, 45)  # past the bottom and right edges: padded as a whole picture is
+    expected = windows.crop_padded(Image.fromarray(whole.astype(np.uint8)), 90, 100, 30, 45)
+    assert cut.shape == expected.shape == (10, 15, 3)
+    assert np.abs(cut.astype(int) - expected).max() <= 1
+
+
+def test_a_tall_images_banded_base_codes_and_counts_its_progress(tiny_layered_model, monkeypatch):
+    """A level-3 file of an image taller than a band decodes, its steps add up as `steps` says,
+    and the banded base changes no byte against the whole picture (here they are equal)."""
+    from stkcodec import windows
+
+    image = make_image(60, 330, seed=4)  # 66 grid rows
+    monkeypatch.setattr(windows, "BAND_ROWS", 32)
+    codec = Codec(tiny_layered_model)
+    coded = []
+    banded = codec.compress_many([image], quality=3, on_tiles=coded.append)[0]
+    assert sum(coded) == codec.steps(60, 330, 3, encoding=True)
+    monkeypatch.setattr(windows, "BAND_ROWS", 10_000)  # one band: the whole picture
+    assert codec.compress_many([image], quality=3)[0] == banded
+    assert codec.decompress(banded).size == image.size
