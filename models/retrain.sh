@@ -10,6 +10,10 @@
 # it skips the stages whose output exists and resumes the one it was in from its checkpoint.
 # DATA (default ../shared/data/supertuxkart) holds train/ and valid/. The result is a model
 # folder, WORK/model/{tokenizer,prior,enhancer}.pt, which `--model WORK/model` reads.
+#
+# FROM=FOLDER (optional) holds finished parts of an earlier run ({tokenizer,prior,enhancer}.pt,
+# e.g. docs/retrain-5h, committed so that a run longer than a session can go on in the next): each
+# is copied into WORK/model and its stage skipped.
 set -euo pipefail
 
 WORK=${1:-retrain}
@@ -18,6 +22,11 @@ TRAIN=$DATA/train
 VALID=$DATA/valid
 LAMBDAS=0.001,0.0017,0.0029,0.005,0.0085,0.0145,0.025
 mkdir -p "$WORK/model"
+for part in tokenizer prior enhancer; do
+    if [ -n "${FROM:-}" ] && [ -e "$FROM/$part.pt" ] && [ ! -e "$WORK/model/$part.pt" ]; then
+        cp "$FROM/$part.pt" "$WORK/model/$part.pt"
+    fi
+done
 log() { printf '%s %s\n' "$(date -u +%FT%TZ)" "$*" | tee -a "$WORK/stages.log"; }
 
 # train KIND NAME OPTIONS...: one `stkc train` run whose checkpoints live in WORK/ckpt-NAME; its
@@ -49,7 +58,7 @@ once() {
 
 # 1. The tokenizer: 5x5 patches, 10-bit BSQ codes, the encoder taught by k-means prototypes for
 #    its first 1,500 steps, an 8-block decoder.
-train tokenizer tokenizer --data "$TRAIN" --valid "$VALID" --decoder-blocks 8 --prototypes \
+[ -e "$WORK/model/tokenizer.pt" ] || train tokenizer tokenizer --data "$TRAIN" --valid "$VALID" --decoder-blocks 8 --prototypes \
     --teacher-weight 1 --teacher-weight-final 0 --teacher-decay-steps 1500 \
     --entropy-weight 0.01 --entropy-weight-final 0.01 \
     --steps 5200 --batch-size 16 --lr 1e-3 --checkpoint-minutes 10
@@ -61,18 +70,18 @@ once "$WORK/tokens-valid.pt" stkc tokenize "$VALID" -o "$WORK/tokens-valid.pt" \
     --tokenizer "$WORK/model/tokenizer.pt" --quiet
 once "$WORK/tokens-train.pt" stkc tokenize "$TRAIN" --mirrored -o "$WORK/tokens-train.pt" \
     --tokenizer "$WORK/model/tokenizer.pt" --quiet
-train prior raster --tokens "$WORK/tokens-train.pt" --valid-tokens "$WORK/tokens-valid.pt" \
+[ -e "$WORK/model/prior.pt" ] || train prior raster --tokens "$WORK/tokens-train.pt" --valid-tokens "$WORK/tokens-valid.pt" \
     --steps 2400 --batch-size 16 --lr 1.5e-3 --valid-limit 512 --checkpoint-minutes 5
-train prior groups --tokens "$WORK/tokens-train.pt" --valid-tokens "$WORK/tokens-valid.pt" \
+[ -e "$WORK/model/prior.pt" ] || train prior groups --tokens "$WORK/tokens-train.pt" --valid-tokens "$WORK/tokens-valid.pt" \
     --schedule bayer8:1,2,3,4,6,8,12,16,20,24,28,32,40,48,56 --start-from "$WORK/raster.pt" \
     --steps 1500 --batch-size 16 --lr 1.5e-3 --valid-limit 512 --checkpoint-minutes 5
-once "$WORK/prior-int8.pt" stkc train int8 "$WORK/groups.pt" --data "$TRAIN" \
+[ -e "$WORK/model/prior.pt" ] || once "$WORK/prior-int8.pt" stkc train int8 "$WORK/groups.pt" --data "$TRAIN" \
     --tokenizer "$WORK/model/tokenizer.pt" -o "$WORK/prior-int8.pt" --quiet
 once "$WORK/model/prior.pt" stkc train compact "$WORK/prior-int8.pt" -o "$WORK/model/prior.pt" --quiet
 
 # 3. The enhancement layer: seven levels over the base, Laplace tables, 16 leading channels, the
 #    base tokens as context; 3,500 frames, their mirror images and 7,000 augmented ones.
-train enhancer enhancer --data "$TRAIN" --frames 3500 --mirrored --augmented 7000 \
+[ -e "$WORK/model/enhancer.pt" ] || train enhancer enhancer --data "$TRAIN" --frames 3500 --mirrored --augmented 7000 \
     --tokenizer "$WORK/model/tokenizer.pt" --pairs-cache "$WORK/pairs.npz" \
     --valid "$VALID" --valid-limit 48 --lambdas "$LAMBDAS" --distribution laplace \
     --leading-channels 16 --base-context --steps 8000 --batch-size 8 --lr 8e-4 \
