@@ -11,7 +11,8 @@
 # DATA (default ../shared/data/supertuxkart) holds train/ and valid/. The result is a model
 # folder, WORK/model/{tokenizer,prior,enhancer}.pt, which `--model WORK/model` reads.
 #
-# FROM=FOLDER (optional) holds finished parts of an earlier run ({tokenizer,prior,enhancer}.pt,
+# FROM=FOLDER (optional) holds finished parts of an earlier run ({tokenizer,prior,enhancer}.pt, and
+# raster.pt, the raster prior,
 # e.g. docs/retrain-5h, committed so that a run longer than a session can go on in the next): each
 # is copied into WORK/model and its stage skipped.
 set -euo pipefail
@@ -27,6 +28,9 @@ for part in tokenizer prior enhancer; do
         cp "$FROM/$part.pt" "$WORK/model/$part.pt"
     fi
 done
+if [ -n "${FROM:-}" ] && [ -e "$FROM/raster.pt" ] && [ ! -e "$WORK/raster.pt" ]; then
+    cp "$FROM/raster.pt" "$WORK/raster.pt"  # the raster prior the group prior starts from
+fi
 log() { printf '%s %s\n' "$(date -u +%FT%TZ)" "$*" | tee -a "$WORK/stages.log"; }
 
 # train KIND NAME OPTIONS...: one `stkc train` run whose checkpoints live in WORK/ckpt-NAME; its
@@ -39,11 +43,15 @@ train() {
     checkpoint=$(ls -1 "$dir"/*/checkpoint.pt 2>/dev/null | tail -n 1 || true)
     log "start $name${checkpoint:+ (resuming $checkpoint)}"
     if [ -n "$checkpoint" ]; then
-        stkc train "$kind" --resume "$checkpoint" --quiet
+        stkc train "$kind" --resume "$checkpoint" --quiet || exit 1
     else
-        stkc train "$kind" "$@" --checkpoint-dir "$dir" -o "$dir/last.pt" --quiet
+        stkc train "$kind" "$@" --checkpoint-dir "$dir" -o "$dir/last.pt" --quiet || exit 1
     fi
-    cp "$(ls -1 "$dir"/*/best.pt | tail -n 1)" "$out.part" && mv "$out.part" "$out"
+    # explicit exits: `set -e` does not reach into a function called from a condition
+    local best
+    best=$(ls -1 "$dir"/*/best.pt 2>/dev/null | tail -n 1 || true)
+    if [ -z "$best" ]; then log "failed $name: no best.pt in $dir"; exit 1; fi
+    cp "$best" "$out.part" && mv "$out.part" "$out" || exit 1
     log "done $name"
 }
 
@@ -52,7 +60,7 @@ once() {
     local out=$1; shift
     if [ -e "$out" ]; then return; fi
     log "start $(basename "$out")"
-    "$@"
+    "$@" || exit 1
     log "done $(basename "$out")"
 }
 
@@ -66,9 +74,9 @@ once "$WORK/model/tokenizer.pt" stkc train compact "$WORK/tokenizer.pt" -o "$WOR
 
 # 2. The prior: every training frame and its mirror image tokenized, a raster prior, then the
 #    group prior (16 steps a tile) started from it, then its int8 arithmetic.
-once "$WORK/tokens-valid.pt" stkc tokenize "$VALID" -o "$WORK/tokens-valid.pt" \
+[ -e "$WORK/model/prior.pt" ] || once "$WORK/tokens-valid.pt" stkc tokenize "$VALID" -o "$WORK/tokens-valid.pt" \
     --tokenizer "$WORK/model/tokenizer.pt" --quiet
-once "$WORK/tokens-train.pt" stkc tokenize "$TRAIN" --mirrored -o "$WORK/tokens-train.pt" \
+[ -e "$WORK/model/prior.pt" ] || once "$WORK/tokens-train.pt" stkc tokenize "$TRAIN" --mirrored -o "$WORK/tokens-train.pt" \
     --tokenizer "$WORK/model/tokenizer.pt" --quiet
 [ -e "$WORK/model/prior.pt" ] || train prior raster --tokens "$WORK/tokens-train.pt" --valid-tokens "$WORK/tokens-valid.pt" \
     --steps 2400 --batch-size 16 --lr 1.5e-3 --valid-limit 512 --checkpoint-minutes 5
