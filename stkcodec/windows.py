@@ -130,7 +130,7 @@ class BasePicture:
 
     def __init__(self, tokenizer: Tokenizer, grid: torch.Tensor, size: tuple[int, int],
                  on_window: Callable[[int], None] | None = None) -> None:
-        self.tokenizer, self.grid, self.size, self.on_window = tokenizer, grid, size, on_window
+        self.tokenizer, self.grid, self.on_window = tokenizer, grid, on_window
         self.width, self.height = size
         self.counted: set[int] = set()  # bands whose windows progress has heard of (once each)
         self.bands: OrderedDict[int, np.ndarray] = OrderedDict()  # band index -> pixels (rows, width, 3) uint8
@@ -153,15 +153,16 @@ class BasePicture:
             self.on_window(window_count(r1 - r0, self.grid.shape[1]))
         return self.bands[index]
 
-    def crop(self, box: tuple[int, int, int, int]) -> Image.Image:
-        """Pixels of box (left, top, right, bottom), within the picture, as a Pillow image."""
+    def crop(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """Pixels (h, w, 3) uint8 of box (left, top, right, bottom), within the picture: what
+        `np.asarray` makes of a Pillow image's crop (no round trip through Pillow)."""
         left, top, right, bottom = box
         band_px = BAND_ROWS * self.tokenizer.config.patch_size
         parts = []
         for index in range(top // band_px, (bottom - 1) // band_px + 1):
             start = index * band_px
             parts.append(self._band(index)[max(top, start) - start : min(bottom, start + band_px) - start, left:right])
-        return Image.fromarray(np.ascontiguousarray(np.concatenate(parts) if len(parts) > 1 else parts[0]), "RGB")
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def base_pictures(tokenizer: Tokenizer, grids: Sequence[torch.Tensor], size: tuple[int, int],
