@@ -37,6 +37,7 @@ import constriction
 import numpy as np
 import torch
 
+from . import kernels
 from .schedule import plan
 
 if TYPE_CHECKING:  # prior.py builds its twins from here (`TokenPrior.exact`): no import back at run time
@@ -109,6 +110,27 @@ def to_exponents(values: np.ndarray, scale: float, *, out: np.ndarray | None = N
     return np.round(product, out=product)
 
 
+# x + ROUNDING is x rounded to an integer, half to even (IEEE addition: the float64s between 2**52
+# and 2**53 are the integers), for |x| < 2**51; its bits as an int64 are ROUNDING's plus that integer.
+ROUNDING = 1.5 * 2.0**52
+ROUNDING_BITS = int(np.array(ROUNDING).view(np.int64))
+
+
+def softmax_weights(values: np.ndarray, scale: float, top_bits: int, dtype: type = np.float64) -> np.ndarray:
+    """`exp2_weights(max(e) - e, top_bits, dtype)` of e = `to_exponents(values, scale)` over the
+    last axis, the same integers in three passes over `values` (float32 or float64 integers)
+    instead of seven: the product lands in float64, the rounding is an addition whose int64 bits
+    hold the integer, and the largest exponent is the largest value's (rounding is monotone)."""
+    factor = scale * LOG2_E * EXP_STEPS  # as to_exponents forms it
+    rounded = np.multiply(values, factor, dtype=np.float64)
+    rounded += ROUNDING
+    top = np.multiply(values.max(-1, keepdims=True), factor, dtype=np.float64) + ROUNDING
+    exponents = rounded.view(np.int64)
+    np.subtract(top.view(np.int64), exponents, out=exponents)  # max(e) - e >= 0
+    table = _exp2_table(top_bits) if dtype == np.float64 else _exp2_table32(top_bits)
+    return table.take(exponents, mode="clip")
+
+
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b, also over stacks of matrices, in PyTorch's kernels: NumPy loops over a stack one
     small product at a time, and its BLAS threads would fight PyTorch's for the cores. Exact
@@ -132,10 +154,14 @@ def products32(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
     return total
 
 
+def _rounded(x: np.ndarray, step: float, peak: int) -> np.ndarray:
+    q = np.round(x / step)
+    return np.clip(q, -peak, peak, out=q)
+
+
 def quantise(x: np.ndarray, step: float, peak: int = INT8) -> np.ndarray:
     """Integers x (float64) -> round(x / step) within ±peak, as float32 operands of `products32`."""
-    q = np.round(x / step)
-    return np.clip(q, -peak, peak, out=q).astype(np.float32)
+    return _rounded(x, step, peak).astype(np.float32)
 
 
 def _float64(tensor: torch.Tensor) -> np.ndarray:
@@ -165,9 +191,15 @@ class ExactLinear8:
         self.step = float(step) * 2.0**FRAC_BITS  # in the integers' units (a power of two times a float32: exact)
         self.factor = scale * self.step  # integer product -> output units, one rounding below
 
+        self.kernel = kernels.int8_product(self.weight_t)  # the same integers, faster, where it runs
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        flat = products32(quantise(x.reshape(-1, x.shape[-1]), self.step), self.weight_t, INT8 * INT8)
-        return np.round(flat * self.factor).reshape(*x.shape[:-1], -1)
+        flat = x.reshape(-1, x.shape[-1])
+        if self.kernel is not None and len(flat):
+            products = self.kernel(_rounded(flat, self.step, INT8))
+        else:
+            products = products32(quantise(flat, self.step), self.weight_t, INT8 * INT8)
+        return np.round(products * self.factor).reshape(*x.shape[:-1], -1)
 
 
 class ExactRMSNorm:
@@ -274,25 +306,27 @@ class ExactTokenPrior:
         """Attention of queries q (b, H, T, hd) over keys and values (b, H, S, hd): (b, H, T, hd)
         integers (in the "int8" arithmetic k and v are already rounded to their operands)."""
         # In place where it can be: these arrays dominate the time, and fresh ones page-fault.
-        if self.int8:  # float64 from here, as in the float64 arithmetic
-            scores = products32(quantise(q, layer["q"]), k.swapaxes(-1, -2),
-                                INT8 * INT8).astype(np.float64, copy=False)
-            to_exponents(scores, self.score_scale * layer["q"] * layer["k"], out=scores)
+        if self.int8:
+            scores = products32(quantise(q, layer["q"]), k.swapaxes(-1, -2), INT8 * INT8)
+            scale = self.score_scale * layer["q"] * layer["k"]
         else:
             scores = _matmul(q, k.swapaxes(-1, -2))  # (B, H, T, S) integer q.k
-            to_exponents(scores, self.score_scale, out=scores)
-        if mask is not None:
-            scores[..., ~mask] = NEG_LARGE
-        elif keys is None and length > 1:
-            scores[..., ~np.tri(length, k.shape[2], past, dtype=bool)] = NEG_LARGE
-        np.subtract(scores.max(-1, keepdims=True), scores, out=scores)
+            scale = self.score_scale
+        top_bits, dtype = (INT8_ATTENTION_BITS, np.float32) if self.int8 else (ATTENTION_BITS, np.float64)
+        causal = mask is None and keys is None and length > 1
+        if mask is None and not causal:  # every key seen: a decoder's and an encoder's group steps
+            weights = softmax_weights(scores, scale, top_bits, dtype)
+        else:  # float64 from here, as in the float64 arithmetic
+            scores = scores.astype(np.float64, copy=False)
+            to_exponents(scores, scale, out=scores)
+            scores[..., ~(mask if mask is not None else np.tri(length, k.shape[2], past, dtype=bool))] = NEG_LARGE
+            np.subtract(scores.max(-1, keepdims=True), scores, out=scores)
+            weights = exp2_weights(scores, top_bits, dtype)
         if self.int8:
-            weights = exp2_weights(scores, INT8_ATTENTION_BITS, np.float32)
             mixed = products32(weights, v, 2**INT8_ATTENTION_BITS * INT8)
             mixed = mixed.astype(np.float64, copy=False) * layer["v"]  # float64 under any NumPy's promotion rules
             mixed = np.round(mixed / weights.sum(-1, keepdims=True, dtype=np.float64))
         else:
-            weights = exp2_weights(scores, ATTENTION_BITS)
             mixed = np.round(_matmul(weights, v) / weights.sum(-1, keepdims=True))
         return mixed
 
@@ -318,8 +352,7 @@ class ExactTokenPrior:
     def weights(self, logits: np.ndarray) -> np.ndarray:
         """Integer logits (..., vocab) -> unnormalised integer token weights (float64), what the
         range coder reads. Exactly reproducible: see the module docstring."""
-        exponents = to_exponents(logits, self.logit_scale)
-        return exp2_weights(exponents.max(-1, keepdims=True) - exponents, PROBABILITY_BITS)
+        return softmax_weights(logits, self.logit_scale, PROBABILITY_BITS)
 
     def coding_weights(self, tokens: np.ndarray, margins: np.ndarray | None = None, choose=None
                        ) -> tuple[np.ndarray, np.ndarray]:
