@@ -103,14 +103,19 @@ class TileBar:
         self.progress.advance(self.task, tiles)
 
 
+BATCH_PIXELS = 2**20  # a batch holds up to batch_size files of at most this many pixels in all (a larger file goes alone)
+
+
 def run_batched(ctx, label: str, inputs, targets, *, force: bool, what: str, load, work, summary,
-                batch_size: int) -> list[dict]:
+                batch_size: int, pixels=None) -> list[dict]:
     """Every output checked first; then, if any can be written, `load()` the codec and run
     `work(codec, list of (input, target, bytes), tiles, fail) -> list of (record, output bytes)`
     over batches of `batch_size`, writing each output as soon as it is ready (`tiles`: a TileBar
     for a one-file run, else None). `work` hands a bad file's error to `fail` and puts None in its
     place (the library's errors="collect"), and the rest go on; a run of several files ends with
-    `summary(records)`, the seconds and the failures."""
+    `summary(records)`, the seconds and the failures. `pixels(data)` (optional) says how many
+    pixels a file holds, so that a batch of large images stays within BATCH_PIXELS: a batch's
+    memory is its images'."""
     import time
 
     from .progress import make_progress
@@ -134,18 +139,10 @@ def run_batched(ctx, label: str, inputs, targets, *, force: bool, what: str, loa
     with make_progress(disable=ctx.obj["quiet"]) as progress:
         task = progress.add_task(label, total=len(pending), info="", visible=not single)
         tiles = TileBar(progress, task, label) if single else None
-        for start in range(0, len(pending), batch_size):
+
+        def run(batch):
             clock = time.perf_counter()
-            batch = []
-            for source, target in pending[start : start + batch_size]:
-                try:
-                    batch.append((source, target, read_input(source)))
-                except StkcError as error:
-                    failures.report(error)
-                    progress.advance(task)
-            seconds["read"] += time.perf_counter() - clock
-            clock = time.perf_counter()
-            results = work(codec, batch, tiles, failures.report) if batch else []
+            results = work(codec, batch, tiles, failures.report)
             seconds["code"] += time.perf_counter() - clock
             for (_, target, _), result in zip(batch, results):
                 clock = time.perf_counter()
@@ -159,12 +156,46 @@ def run_batched(ctx, label: str, inputs, targets, *, force: bool, what: str, loa
                 seconds["write"] += time.perf_counter() - clock
                 if not single:
                     progress.advance(task)
+
+        batch, held = [], 0
+        for source, target in pending:
+            clock = time.perf_counter()
+            try:
+                data = read_input(source)
+            except StkcError as error:
+                failures.report(error)
+                progress.advance(task)
+                continue
+            finally:
+                seconds["read"] += time.perf_counter() - clock
+            size = pixels(data) if pixels is not None else 0
+            if batch and held + size > BATCH_PIXELS:
+                run(batch)
+                batch, held = [], 0
+            batch.append((source, target, data))
+            held += size
+            if len(batch) == batch_size:
+                run(batch)
+                batch, held = [], 0
+        if batch:
+            run(batch)
     tell(ctx, "seconds: " + ", ".join(f"{stage} {value:.2f}" for stage, value in seconds.items()))
     if len(inputs) > 1:
         failed = f"; {len(failures.errors)} failed" if failures.errors else ""
         say(ctx, f"{summary(records)}, {time.perf_counter() - started:.1f} s{failed}")
     failures.exit(ctx)
     return records
+
+
+def stkc_pixels(data: bytes) -> int:
+    """How many pixels a .stkc file decodes to, from its header (0 if it has none: decoding says why)."""
+    from .bitstream import parse
+
+    try:
+        header, _ = parse(data, max_pixels=2**62)
+    except StkcError:
+        return 0
+    return header.width * header.height
 
 
 MAX_PIXELS_OPTION = click.option("--max-pixels", type=click.IntRange(1), default=None,
@@ -281,7 +312,7 @@ def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_p
     at the same PSNR (--no-check skips it; the README's table).
     Gray images come back gray; alpha is not kept."""
     from .domain import comparable
-    from .imageio import open_image
+    from .imageio import image_pixels, open_image
 
     if sum(option is not None for option in (quality, target_bytes, target_psnr)) > 1:
         raise click.UsageError("give one of -q/--quality, --target-bytes and --target-psnr")
@@ -359,9 +390,10 @@ def compress(ctx: click.Context, inputs, output, quality, target_bytes, target_p
         return (f"{len(records)} files, {sum(r['input_bytes'] for r in records):,} B -> "
                 f"{sum(r['bytes'] for r in records):,} B ({bits_per_pixel(records)})")
 
-    # one image at a time: the bar moves per file, and on a CPU batching made compression no faster
+    # 16 images a batch, as decompress: the prior's group steps run them at once (about 2x faster
+    # than one by one with the 8-bit kernel)
     records = run_batched(ctx, "compress", inputs, targets, force=force, what="compressed data", load=load,
-                          work=work, summary=summary, batch_size=1)
+                          work=work, summary=summary, batch_size=16, pixels=image_pixels)
     if as_json:
         emit_json(records)
 
@@ -427,7 +459,7 @@ def decompress(ctx: click.Context, inputs, output, model, force, as_json, max_pi
     # decoding is batched (the prior's KV cache runs many files at once, about 3x faster than one
     # by one); 16 keeps most of that while the bar still moves every few seconds
     records = run_batched(ctx, "decompress", inputs, targets, force=force, what="image data", load=load,
-                          work=work, summary=summary, batch_size=16)
+                          work=work, summary=summary, batch_size=16, pixels=stkc_pixels)
     if as_json:
         emit_json(records)
 

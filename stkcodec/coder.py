@@ -21,12 +21,16 @@ import numpy as np
 import torch
 
 from .errors import BadInputError
-from .exact import FAMILY, ExactTokenPrior
+from .exact import FAMILY, ExactGroupPrior, ExactTokenPrior
 from .memory import release_free_memory
 
 CHUNK_TILES = 16  # part of the format: it fixes the order of the symbols
 MAX_BATCH_TILES = 64  # tiles per batched KV-cache decoding step (speed only)
 ENCODE_BATCH_TILES = 2  # tiles per encoder pass: a raster prior's attention scores are (n, heads, T, T) float64
+# a group prior's encoder runs the decoder's group steps, whose scores are (n, heads, m, S): more
+# tiles a pass, since each of its many small products costs a fixed overhead (speed and memory
+# only: the same bytes)
+GROUP_ENCODE_BATCH_TILES = 8
 ENCODE_POSITIONS = 150  # positions per range-coder call when encoding (memory only: the same bytes)
 
 Tile = tuple[int, int, int, int]  # row0, row1, col0, col1 on the token grid
@@ -73,15 +77,16 @@ def encode_grids(prior: ExactTokenPrior, grids: list[torch.Tensor], tile: tuple[
     may code other tokens than the grids hold: the grids are updated in place to what was coded.
     """
     encoders = [constriction.stream.queue.RangeEncoder() for _ in grids]
+    per_pass = GROUP_ENCODE_BATCH_TILES if isinstance(prior, ExactGroupPrior) else ENCODE_BATCH_TILES
     for shape, members in _group_by_shape([tuple(g.shape) for g in grids]).items():
         for chunk in coding_chunks(*shape, *tile):
             order = prior.symbol_order(chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2])
-            for batch in _member_batches(members, chunk, ENCODE_BATCH_TILES):
+            for batch in _member_batches(members, chunk, per_pass):
                 tiles = torch.cat([_cut(grids[i], chunk) for i in batch])  # (len(batch)*n, th, tw)
                 cut_margins = torch.cat([_cut(margins[i], chunk) for i in batch]) if choose is not None else None
                 weights = np.empty((*tiles.flatten(1).shape, prior.config.vocab_size))  # (len(batch)*n, T, V)
-                for start in range(0, len(tiles), ENCODE_BATCH_TILES):
-                    part = slice(start, start + ENCODE_BATCH_TILES)
+                for start in range(0, len(tiles), per_pass):
+                    part = slice(start, start + per_pass)
                     coded, weights[part] = prior.coding_weights(
                         tiles[part].numpy(), None if cut_margins is None else cut_margins[part].numpy(), choose)
                     tiles[part] = torch.from_numpy(coded)

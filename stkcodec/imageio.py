@@ -52,6 +52,16 @@ def open_unlimited(file) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
+def image_pixels(data: bytes) -> int:
+    """How many pixels an image file holds, from its header alone (0 where Pillow cannot tell:
+    `open_image` then says why)."""
+    try:
+        with open_unlimited(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return 0
+
+
 def open_image(source: str | Path | bytes, *, max_pixels: int, name: str | None = None,
                on_warning: Callable[[str], None] | None = None) -> Image.Image:
     """Open and fully decode an image (path or bytes) as RGB, or L for a gray one, refusing more

@@ -171,3 +171,41 @@ def test_prior_refuses_tokens_of_another_tokenizer(runner, workdir, tiny_model_d
     invoke(runner, ["tokenize", frames_dir, "-o", "b.pt", "--tokenizer", tmp_path / "other.pt"])
     result = invoke(runner, ["train", "prior", "--tokens", "a.pt", "--valid-tokens", "b.pt", "--steps", "1"])
     assert result.exit_code == 3 and "tokenizer" in result.output
+
+
+def test_files_coded_in_batches_are_the_files_coded_alone(runner, workdir, tiny_model_dir, monkeypatch):
+    """compress and decompress take several files a batch (the prior runs them at once), never
+    more pixels in all than cli_codec.BATCH_PIXELS (a larger one goes alone), and batching
+    changes no byte."""
+    from stkcodec import cli_codec
+    from stkcodec.codec import Codec
+
+    sizes = []
+    for name in ("encode_many", "decompress_many"):
+        original = getattr(Codec, name)
+
+        def spy(self, items, *args, _original=original, **kwargs):
+            if kwargs.get("errors") == "collect":  # the CLI's call (it calls itself to collect errors)
+                sizes.append(len(items))
+            return _original(self, items, *args, **kwargs)
+
+        monkeypatch.setattr(Codec, name, spy)
+    make_image(60, 40, seed=3).save("small.png")
+    files = ["kart.png", "odd.jpg", "small.png"]
+    for folder in ("together", "alone", "budget"):
+        Path(folder).mkdir()
+    assert invoke(runner, ["compress", *files, "-o", "together", "--model", tiny_model_dir]).exit_code == 0
+    assert sizes[0] == 3  # all in one batch, collected errors and all
+    for file in files:
+        assert invoke(runner, ["compress", file, "-o", "alone", "--model", tiny_model_dir]).exit_code == 0
+    monkeypatch.setattr(cli_codec, "BATCH_PIXELS", 5000)  # kart.png (15,000 pixels) goes alone
+    sizes.clear()
+    assert invoke(runner, ["compress", *files, "-o", "budget", "--model", tiny_model_dir]).exit_code == 0
+    assert sizes == [1, 2]
+    for file in files:
+        name = Path(file).with_suffix(".stkc").name
+        assert Path("together", name).read_bytes() == Path("alone", name).read_bytes() == Path("budget", name).read_bytes()
+    sizes.clear()
+    coded = [str(Path("budget", Path(f).with_suffix(".stkc").name)) for f in files]
+    assert invoke(runner, ["decompress", *coded, "--model", tiny_model_dir]).exit_code == 0
+    assert sizes == [1, 2]

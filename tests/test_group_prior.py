@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from stkcodec import bitstream
+from stkcodec import bitstream, coder
 from stkcodec.checkpoint import from_payload, model_payload
 from stkcodec.codec import Codec
 from stkcodec.coder import decode_grids, encode_grids
@@ -120,7 +120,9 @@ def test_exact_group_prior_is_close_to_the_float_one():
     assert (float_log_p.exp() * (float_log_p - exact_log_p)).sum(-1).mean() < 1e-3  # nats per token
 
 
-def test_group_coding_round_trips_every_shape_and_batch():
+@pytest.mark.parametrize("per_pass", [1, 3, 8])
+def test_group_coding_round_trips_every_shape_and_batch(monkeypatch, per_pass):
+    monkeypatch.setattr(coder, "GROUP_ENCODE_BATCH_TILES", per_pass)  # tiles per encoder pass
     exact = exact_prior(tiny_group_prior())
     rng = np.random.default_rng(1)
     grids = [torch.from_numpy(rng.integers(0, 64, shape)) for shape in [(13, 17), (13, 17), (5, 6), (1, 1), (9, 4)]]
