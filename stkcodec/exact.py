@@ -116,19 +116,31 @@ ROUNDING = 1.5 * 2.0**52
 ROUNDING_BITS = int(np.array(ROUNDING).view(np.int64))
 
 
-def softmax_weights(values: np.ndarray, scale: float, top_bits: int, dtype: type = np.float64) -> np.ndarray:
-    """`exp2_weights(max(e) - e, top_bits, dtype)` of e = `to_exponents(values, scale)` over the
-    last axis, the same integers in three passes over `values` (float32 or float64 integers)
-    instead of seven: the product lands in float64, the rounding is an addition whose int64 bits
-    hold the integer, and the largest exponent is the largest value's (rounding is monotone)."""
+def softmax_exponents(values: np.ndarray, scale: float) -> np.ndarray:
+    """max(e) - e (int64) over the last axis of e = `to_exponents(values, scale)`, in three passes
+    over `values` (float32 or float64 integers) instead of five: the product lands in float64,
+    the rounding is an addition whose int64 bits hold the integer, and the largest exponent is
+    the largest value's (rounding is monotone)."""
     factor = scale * LOG2_E * EXP_STEPS  # as to_exponents forms it
     rounded = np.multiply(values, factor, dtype=np.float64)
     rounded += ROUNDING
     top = np.multiply(values.max(-1, keepdims=True), factor, dtype=np.float64) + ROUNDING
     exponents = rounded.view(np.int64)
-    np.subtract(top.view(np.int64), exponents, out=exponents)  # max(e) - e >= 0
+    return np.subtract(top.view(np.int64), exponents, out=exponents)
+
+
+def softmax_weights(values: np.ndarray, scale: float, top_bits: int, dtype: type = np.float64) -> np.ndarray:
+    """`exp2_weights(max(e) - e, top_bits, dtype)` of e = `to_exponents(values, scale)` over the
+    last axis: the same integers as those two steps (see `softmax_exponents`)."""
     table = _exp2_table(top_bits) if dtype == np.float64 else _exp2_table32(top_bits)
-    return table.take(exponents, mode="clip")
+    return table.take(softmax_exponents(values, scale), mode="clip")
+
+
+@functools.cache
+def log2_weights(top_bits: int = PROBABILITY_BITS) -> np.ndarray:
+    """log2(max(w, 1)) of each weight w of `_exp2_table(top_bits)`, indexed as it is: what an
+    encoder that weighs rates (rdo.py) takes of a weight, one lookup instead of a logarithm."""
+    return np.log2(np.maximum(_exp2_table(top_bits), 1.0))
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -473,8 +485,9 @@ class ExactGroupPrior(ExactTokenPrior):
         margins = np.asarray(margins, dtype=np.float64).reshape(batch, rows * cols, -1)
         weights = np.empty((batch, rows * cols, self.config.vocab_size))
         for cells, group_logits in self._group_steps(flat, rows, cols):
-            weights[:, cells] = self.weights(group_logits)
-            flat[:, cells] = choose(weights[:, cells], flat[:, cells], margins[:, cells])
+            exponents = softmax_exponents(group_logits, self.logit_scale)  # what self.weights takes
+            weights[:, cells] = _exp2_table(PROBABILITY_BITS).take(exponents, mode="clip")
+            flat[:, cells] = choose(weights[:, cells], flat[:, cells], margins[:, cells], exponents)
         return flat.reshape(batch, rows, cols), weights
 
     def group_step(self, context: np.ndarray | None, context_cells: np.ndarray | None, cells: np.ndarray,

@@ -29,6 +29,8 @@ import functools
 
 import numpy as np
 
+from .exact import log2_weights
+
 EFFORT_LAMBDA = {0: None, 1: 30.0}  # effort 0: the tokenizer's tokens as they are
 DEFAULT_EFFORT = 1
 
@@ -41,13 +43,18 @@ def token_signs(bits: int) -> np.ndarray:
 
 
 def chooser(lam: float):
-    """`choose(weights, tokens, margins) -> tokens` for ExactTokenPrior.coding_weights: weights
-    (B, m, V) of a group's cells, the tokenizer's tokens (B, m) and their margins (B, m, bits)."""
-    def choose(weights: np.ndarray, tokens: np.ndarray, margins: np.ndarray) -> np.ndarray:
+    """`choose(weights, tokens, margins, exponents=None) -> tokens` for
+    ExactTokenPrior.coding_weights: weights (B, m, V) of a group's cells, the tokenizer's tokens
+    (B, m) and their margins (B, m, bits); `exponents`, where given, are the weights' indices
+    into the exp2 table (exact.softmax_exponents), whose logarithms are a lookup (the same values)."""
+    def choose(weights: np.ndarray, tokens: np.ndarray, margins: np.ndarray,
+               exponents: np.ndarray | None = None) -> np.ndarray:
         signs = token_signs(margins.shape[-1])
         unit = margins * signs[tokens]  # the latent's coordinates, as far as the margins keep them
         distortion = margins.sum(-1, keepdims=True) - unit @ signs.T  # (B, m, V), 0 at `tokens`
-        rate = np.log2(weights.sum(-1, keepdims=True)) - np.log2(np.maximum(weights, 1.0))
+        logs = (np.log2(np.maximum(weights, 1.0)) if exponents is None
+                else log2_weights().take(exponents, mode="clip"))
+        rate = np.log2(weights.sum(-1, keepdims=True)) - logs
         return np.argmin(rate + lam * distortion, axis=-1)
 
     return choose
