@@ -21,16 +21,12 @@ import numpy as np
 import torch
 
 from .errors import BadInputError
-from .exact import FAMILY, ExactGroupPrior, ExactTokenPrior
+from .exact import FAMILY, ExactTokenPrior
 from .memory import release_free_memory
 
 CHUNK_TILES = 16  # part of the format: it fixes the order of the symbols
 MAX_BATCH_TILES = 64  # tiles per batched KV-cache decoding step (speed only)
-ENCODE_BATCH_TILES = 2  # tiles per encoder pass: a raster prior's attention scores are (n, heads, T, T) float64
-# a group prior's encoder runs the decoder's group steps, whose scores are (n, heads, m, S): more
-# tiles a pass, since each of its many small products costs a fixed overhead (speed and memory
-# only: the same bytes)
-GROUP_ENCODE_BATCH_TILES = 8
+ENCODE_BATCH_TILES = 8  # tiles per encoder pass, or one chunk's if more (speed and memory only: the same bytes)
 ENCODE_POSITIONS = 150  # positions per range-coder call when encoding (memory only: the same bytes)
 
 Tile = tuple[int, int, int, int]  # row0, row1, col0, col1 on the token grid
@@ -77,31 +73,27 @@ def encode_grids(prior: ExactTokenPrior, grids: list[torch.Tensor], tile: tuple[
     may code other tokens than the grids hold: the grids are updated in place to what was coded.
     """
     encoders = [constriction.stream.queue.RangeEncoder() for _ in grids]
-    per_pass = GROUP_ENCODE_BATCH_TILES if isinstance(prior, ExactGroupPrior) else ENCODE_BATCH_TILES
     for shape, members in _group_by_shape([tuple(g.shape) for g in grids]).items():
         for chunk in coding_chunks(*shape, *tile):
-            order = prior.symbol_order(chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2])
-            for batch in _member_batches(members, chunk, per_pass):
-                tiles = torch.cat([_cut(grids[i], chunk) for i in batch])  # (len(batch)*n, th, tw)
-                cut_margins = torch.cat([_cut(margins[i], chunk) for i in batch]) if choose is not None else None
-                weights = np.empty((*tiles.flatten(1).shape, prior.config.vocab_size))  # (len(batch)*n, T, V)
-                for start in range(0, len(tiles), per_pass):
-                    part = slice(start, start + per_pass)
-                    coded, weights[part] = prior.coding_weights(
-                        tiles[part].numpy(), None if cut_margins is None else cut_margins[part].numpy(), choose)
-                    tiles[part] = torch.from_numpy(coded)
+            rows, cols = chunk[0][1] - chunk[0][0], chunk[0][3] - chunk[0][2]
+            for batch in _member_batches(members, chunk, ENCODE_BATCH_TILES):  # whole chunks
+                tiles = torch.cat([_cut(grids[i], chunk) for i in batch]).numpy()  # (len(batch)*n, rows, cols)
+                cut_margins = torch.cat([_cut(margins[i], chunk) for i in batch]).numpy() if choose is not None else None
+                coded = np.empty((len(tiles), rows * cols), dtype=np.int64)
+                # each group's symbols go out as soon as they are known, in the decoder's order:
+                # cell by cell (the group's, in coding order), each cell in every tile of the chunk
+                for cells, chosen, weights in prior.coding_groups(tiles, cut_margins, choose):
+                    coded[:, cells] = chosen
+                    for slot, index in enumerate(batch):
+                        own = slice(slot * len(chunk), (slot + 1) * len(chunk))
+                        symbols = chosen[own].T.astype(np.int32)  # (m, n), cell-major
+                        probabilities = weights[own].transpose(1, 0, 2)  # (m, n, V)
+                        for first in range(0, len(cells), ENCODE_POSITIONS):
+                            part = slice(first, first + ENCODE_POSITIONS)
+                            encoders[index].encode(symbols[part].reshape(-1), FAMILY,
+                                                   probabilities[part].reshape(-1, weights.shape[-1]))
                 if choose is not None:
-                    _place([grids[i] for i in batch], chunk, tiles.flatten(1).numpy())
-                for slot, index in enumerate(batch):
-                    own = slice(slot * len(chunk), (slot + 1) * len(chunk))
-                    symbols = tiles[own].flatten(1).numpy()[:, order].T.astype(np.int32)  # (T, n), position-major
-                    # a few positions at a time: a whole chunk's probabilities in coding order would be
-                    # another copy of `weights` (80 MB for 16 tiles)
-                    for first in range(0, len(order), ENCODE_POSITIONS):
-                        rows = order[first : first + ENCODE_POSITIONS]
-                        probabilities = weights[own].transpose(1, 0, 2)[rows].reshape(-1, weights.shape[-1])
-                        encoders[index].encode(symbols[first : first + ENCODE_POSITIONS].reshape(-1), FAMILY,
-                                               probabilities)
+                    _place([grids[i] for i in batch], chunk, coded)
                 if len(chunk) > 1:  # a large image: its chunks' arrays would otherwise pile up
                     release_free_memory()
                 if on_tiles is not None:

@@ -53,6 +53,7 @@ FLOAT32_EXACT = 2**24  # every integer up to this is a float32, so integer sums 
 PROBABILITY_BITS = 40  # token weights handed to the range coder are integers <= 2**40
 LOG2_E = 1.4426950408889634  # the float64 nearest log2(e), spelled out so no libm is involved
 NEG_LARGE = -(2.0**50)  # a masked score: its weight underflows to exactly 0
+TEACHER_FORCED_TILES = 2  # grids per teacher-forced pass of an encoder (memory only: the same integers)
 ATTENTION_ELEMENTS = 2**21  # scores per slice of a batch's attention (16 MB of float64; memory only: the same integers)
 FAMILY = constriction.stream.model.Categorical(perfect=False)  # how the range coder reads token weights
 
@@ -373,6 +374,17 @@ class ExactTokenPrior:
         (B, h, w, bits); this prior codes them as they are (a group prior overrides it)."""
         return np.asarray(tokens, dtype=np.int64), self.weights(self.coding_logits(tokens))
 
+    def coding_groups(self, tokens: np.ndarray, margins: np.ndarray | None = None, choose=None):
+        """What an encoder codes, a group of cells at a time in coding order: (raster cells (m,),
+        the tokens coded there (B, m), their weights (B, m, vocab)). This prior's one group is every
+        cell, from teacher-forced passes of TEACHER_FORCED_TILES grids (its attention scores are
+        (B, heads, T, T)); it codes the tokens as they are (a group prior overrides it)."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        batch, rows, cols = tokens.shape
+        weights = np.concatenate([self.coding_weights(tokens[start : start + TEACHER_FORCED_TILES])[1]
+                                  for start in range(0, batch, TEACHER_FORCED_TILES)])
+        yield self.symbol_order(rows, cols), tokens.reshape(batch, rows * cols), weights
+
     def decode_chunk(self, decoders: list, tiles: int, rows: int, cols: int) -> np.ndarray:
         """The symbols of a chunk of `tiles` tiles of rows×cols for each stream (one decoder
         each): (streams*tiles, rows*cols), raster order per tile."""
@@ -478,17 +490,26 @@ class ExactGroupPrior(ExactTokenPrior):
                        ) -> tuple[np.ndarray, np.ndarray]:
         """As `coding_logits`, as the coder's weights; with `choose` (rdo.chooser), each group's
         tokens are chosen from its weights before the next group sees them as context."""
-        if choose is None:
-            return super().coding_weights(tokens)
+        batch, rows, cols = np.shape(tokens)
+        coded = np.empty((batch, rows * cols), dtype=np.int64)
+        weights = np.empty((batch, rows * cols, self.config.vocab_size))
+        for cells, chosen, group_weights in self.coding_groups(tokens, margins, choose):
+            coded[:, cells], weights[:, cells] = chosen, group_weights
+        return coded.reshape(batch, rows, cols), weights
+
+    def coding_groups(self, tokens: np.ndarray, margins: np.ndarray | None = None, choose=None):
+        """The decoder's own group steps, one group at a time (so an encoder holds one group's
+        weights, not a tile's); with `choose`, each group's tokens chosen from its weights."""
         batch, rows, cols = np.shape(tokens)
         flat = np.array(tokens, dtype=np.int64).reshape(batch, rows * cols)  # a copy: the chosen tokens go in it
-        margins = np.asarray(margins, dtype=np.float64).reshape(batch, rows * cols, -1)
-        weights = np.empty((batch, rows * cols, self.config.vocab_size))
+        if choose is not None:
+            margins = np.asarray(margins, dtype=np.float64).reshape(batch, rows * cols, -1)
         for cells, group_logits in self._group_steps(flat, rows, cols):
-            exponents = softmax_exponents(group_logits, self.logit_scale)  # what self.weights takes
-            weights[:, cells] = _exp2_table(PROBABILITY_BITS).take(exponents, mode="clip")
-            flat[:, cells] = choose(weights[:, cells], flat[:, cells], margins[:, cells], exponents)
-        return flat.reshape(batch, rows, cols), weights
+            exponents = softmax_exponents(group_logits, self.logit_scale)  # as self.weights
+            weights = _exp2_table(PROBABILITY_BITS).take(exponents, mode="clip")
+            if choose is not None:
+                flat[:, cells] = choose(weights, flat[:, cells], margins[:, cells], exponents)
+            yield cells, flat[:, cells], weights
 
     def group_step(self, context: np.ndarray | None, context_cells: np.ndarray | None, cells: np.ndarray,
                    cols: int, cache: ExactCache) -> np.ndarray:

@@ -122,7 +122,7 @@ def test_exact_group_prior_is_close_to_the_float_one():
 
 @pytest.mark.parametrize("per_pass", [1, 3, 8])
 def test_group_coding_round_trips_every_shape_and_batch(monkeypatch, per_pass):
-    monkeypatch.setattr(coder, "GROUP_ENCODE_BATCH_TILES", per_pass)  # tiles per encoder pass
+    monkeypatch.setattr(coder, "ENCODE_BATCH_TILES", per_pass)  # tiles per encoder pass
     exact = exact_prior(tiny_group_prior())
     rng = np.random.default_rng(1)
     grids = [torch.from_numpy(rng.integers(0, 64, shape)) for shape in [(13, 17), (13, 17), (5, 6), (1, 1), (9, 4)]]
