@@ -107,6 +107,9 @@ class Distributed:
 
     def close(self) -> None:
         if self.enabled and torch.distributed.is_initialized():
+            # every rank past its last collective first: a gloo rank that tears its group down
+            # while the other still writes the model file can abort ("terminate called")
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 
@@ -313,13 +316,14 @@ class _Run:
             atomic_save(model_payload(model, half=True, **record), self.config.output)
         return checkpoint
 
-    def stop_requested(self, stop: StopRequest) -> bool:
-        asked = stop.received is not None
+    def agree(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag true where any process's is: the ranks' clocks and signals differ, and a
+        rank that saved (a collective) or stopped while another stepped would hang both."""
         if not self.dist.enabled:
-            return asked
-        flag = torch.tensor([float(asked)], device=self.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+            return flags
+        tensor = torch.tensor([float(flag) for flag in flags], device=self.device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return tuple(bool(value) for value in tensor.tolist())
 
 
 def train(model: nn.Module, objective: Objective, train_data, valid_data, config: TrainConfig, *,
@@ -379,10 +383,15 @@ def train(model: nn.Module, objective: Objective, train_data, valid_data, config
                                  unit="s" if by_time else "")
         while True:
             run.elapsed_s = time.monotonic() - start
-            if ((config.steps and run.step_count >= config.steps)
-                    or (config.minutes and run.elapsed_s >= config.minutes * 60)):
+            # one collective a step decides, for every rank at once, whether to stop, end or save
+            stopped, ended, save_due = run.agree(
+                stop.received is not None,
+                bool((config.steps and run.step_count >= config.steps)
+                     or (config.minutes and run.elapsed_s >= config.minutes * 60)),
+                time.monotonic() - last_save >= config.checkpoint_minutes * 60)
+            if ended:
                 break
-            if run.stop_requested(stop):
+            if stopped:
                 metrics_log.write(run.step_count, "interrupted", {"elapsed_s": round(run.elapsed_s, 1)})
                 checkpoint = run.save(final=False)
                 metrics_log.close()
@@ -407,7 +416,7 @@ def train(model: nn.Module, objective: Objective, train_data, valid_data, config
                                   *(f"{k} {v:.3f}" for k, v in shown.items())])
                 progress.update(task, completed=min(run.elapsed_s, config.minutes * 60) if by_time else run.step_count,
                                 info=info)
-            if time.monotonic() - last_save >= config.checkpoint_minutes * 60:
+            if save_due:
                 run.metrics = {**run.metrics, **run.evaluate(valid_data)}
                 metrics_log.write(run.step_count, "valid", run.metrics)
                 run.save(final=False)
