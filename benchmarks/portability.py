@@ -29,6 +29,7 @@ SETTINGS = {
     "aten-avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
     "mkl-onednn-avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "one-thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    "kernels-portable": {"STKC_KERNELS": "portable"},  # an int8 prior's products in float32, not oneDNN's int8 kernel
     # (the exact networks' products run in torch.matmul, so NumPy's OpenBLAS kernels no longer reach them)
 }
 BATCHES = {"batch-64": 64, "batch-1": 1}

@@ -1,7 +1,7 @@
 """Files decode to the same tokens under other CPU kernels, thread counts and batch sizes.
 
 Runs benchmarks/portability.py (child processes under ATEN_CPU_CAPABILITY=default/avx2,
-MKL/oneDNN limited to AVX2, one thread, batches of 1 and 64) on a few frames with tiny models,
+MKL/oneDNN limited to AVX2, one thread, STKC_KERNELS=portable, batches of 1 and 64) on a few frames with tiny models,
 at every quality level of a layered one.
 """
 
@@ -30,7 +30,7 @@ def test_tokens_identical_and_pixels_within_one_level_everywhere(tmp_path, model
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(completed.stdout)
-    assert set(report["decode"]) == {"aten-default", "aten-avx2", "mkl-onednn-avx2", "one-thread", "batch-64", "batch-1"}
+    assert set(report["decode"]) == {"aten-default", "aten-avx2", "mkl-onednn-avx2", "one-thread", "kernels-portable", "batch-64", "batch-1"}
     for direction in ("decode", "encode"):
         for name, row in report[direction].items():
             levels = 4 if model == "tiny_token_layered_model_dir" else 1
