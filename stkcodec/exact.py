@@ -117,24 +117,36 @@ ROUNDING = 1.5 * 2.0**52
 ROUNDING_BITS = int(np.array(ROUNDING).view(np.int64))
 
 
+def _softmax_exponents(values: np.ndarray, scale: float) -> torch.Tensor:
+    factor = scale * LOG2_E * EXP_STEPS  # as to_exponents forms it
+    values = torch.from_numpy(values)
+    rounded = values.to(torch.float64) if values.dtype != torch.float64 else values.clone()
+    rounded.mul_(factor).add_(ROUNDING)
+    top = values.amax(-1, keepdim=True).to(torch.float64).mul_(factor).add_(ROUNDING)
+    exponents = rounded.view(torch.int64)
+    return torch.sub(top.view(torch.int64), exponents, out=exponents)
+
+
 def softmax_exponents(values: np.ndarray, scale: float) -> np.ndarray:
     """max(e) - e (int64) over the last axis of e = `to_exponents(values, scale)`, in three passes
     over `values` (float32 or float64 integers) instead of five: the product lands in float64,
     the rounding is an addition whose int64 bits hold the integer, and the largest exponent is
-    the largest value's (rounding is monotone)."""
-    factor = scale * LOG2_E * EXP_STEPS  # as to_exponents forms it
-    rounded = np.multiply(values, factor, dtype=np.float64)
-    rounded += ROUNDING
-    top = np.multiply(values.max(-1, keepdims=True), factor, dtype=np.float64) + ROUNDING
-    exponents = rounded.view(np.int64)
-    return np.subtract(top.view(np.int64), exponents, out=exponents)
+    the largest value's (rounding is monotone). In PyTorch's element-wise kernels (both cores):
+    IEEE products and sums, the same values as NumPy's."""
+    return _softmax_exponents(values, scale).numpy()
+
+
+@functools.cache
+def _table_tensor(top_bits: int, dtype: type) -> torch.Tensor:
+    return torch.from_numpy(_exp2_table(top_bits) if dtype == np.float64 else _exp2_table32(top_bits))
 
 
 def softmax_weights(values: np.ndarray, scale: float, top_bits: int, dtype: type = np.float64) -> np.ndarray:
     """`exp2_weights(max(e) - e, top_bits, dtype)` of e = `to_exponents(values, scale)` over the
     last axis: the same integers as those two steps (see `softmax_exponents`)."""
-    table = _exp2_table(top_bits) if dtype == np.float64 else _exp2_table32(top_bits)
-    return table.take(softmax_exponents(values, scale), mode="clip")
+    table = _table_tensor(top_bits, dtype)
+    exponents = _softmax_exponents(values, scale).clamp_(max=len(table) - 1)  # past the table: its last entry, 0
+    return torch.take(table, exponents).numpy()
 
 
 @functools.cache
@@ -167,14 +179,19 @@ def products32(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
     return total
 
 
+def _rounded_tensor(x: np.ndarray, step: float, peak: int) -> torch.Tensor:
+    """round(x / step) within ±peak, in PyTorch's element-wise kernels (both cores, one pass
+    each, in place): IEEE division and rounding half to even, the same values as NumPy's."""
+    return torch.div(torch.from_numpy(x), step).round_().clamp_(-peak, peak)
+
+
 def _rounded(x: np.ndarray, step: float, peak: int) -> np.ndarray:
-    q = np.round(x / step)
-    return np.clip(q, -peak, peak, out=q)
+    return _rounded_tensor(x, step, peak).numpy()
 
 
 def quantise(x: np.ndarray, step: float, peak: int = INT8) -> np.ndarray:
     """Integers x (float64) -> round(x / step) within ±peak, as float32 operands of `products32`."""
-    return _rounded(x, step, peak).astype(np.float32)
+    return _rounded_tensor(x, step, peak).to(torch.float32).numpy()
 
 
 def _float64(tensor: torch.Tensor) -> np.ndarray:
@@ -205,14 +222,19 @@ class ExactLinear8:
         self.factor = scale * self.step  # integer product -> output units, one rounding below
 
         self.kernel = kernels.int8_product(self.weight_t)  # the same integers, faster, where it runs
+        self.factor_tensor = torch.from_numpy(self.factor)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         flat = x.reshape(-1, x.shape[-1])
+        operands = _rounded_tensor(flat, self.step, INT8)
         if self.kernel is not None and len(flat):
-            products = self.kernel(_rounded(flat, self.step, INT8))
+            products = self.kernel(operands.numpy())
         else:
-            products = products32(quantise(flat, self.step), self.weight_t, INT8 * INT8)
-        return np.round(products * self.factor).reshape(*x.shape[:-1], -1)
+            products = products32(operands.to(torch.float32).numpy(), self.weight_t, INT8 * INT8)
+        # float32 or float64 integers times float64 factors: the product in float64 (type
+        # promotion, as NumPy's), rounded
+        out = torch.mul(torch.from_numpy(products), self.factor_tensor).round_()
+        return out.numpy().reshape(*x.shape[:-1], -1)
 
 
 class ExactRMSNorm:

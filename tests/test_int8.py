@@ -60,6 +60,28 @@ def test_quantise_rounds_half_to_even_and_clips():
     assert exact.quantise(x, 2.0).dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_element_wise_steps_in_pytorch_give_numpys_values(dtype):
+    """The exact networks' roundings, softmax exponents and weights run in PyTorch's kernels:
+    each the value NumPy gives (the functions' earlier form), on ties, odd divisors and large
+    integers, in any layout; a transposed view as the attention's keys are."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(-2**26, 2**26, (64, 40, 33)).astype(np.float64)
+    x[0, 0, :8] = [1.5 * 3, -2.5 * 3, 0.5 * 3, 4.5 * 3, 3.0, -3.0, 0.0, -0.0]  # ties at a step of 3
+    x = x.astype(dtype)
+    for step in (3.0, 2.0**-3 * 4096, 0.7316999 * 4096, 123456.789):
+        reference = np.clip(np.round(x / step), -127, 127)
+        assert np.array_equal(exact._rounded(x, step, 127), reference)
+        assert np.array_equal(exact.quantise(x.swapaxes(-1, -2), step), reference.swapaxes(-1, -2).astype(np.float32))
+    for scale in (0.013, 1 / 4096 / 7.3, 3e-4):
+        e = np.round(np.multiply(x, scale * exact.LOG2_E * exact.EXP_STEPS, dtype=np.float64))  # to_exponents
+        expected = (e.max(-1, keepdims=True) - e).astype(np.int64)
+        assert np.array_equal(exact.softmax_exponents(x, scale), expected)
+        for bits, table_dtype in ((16, np.float64), (7, np.float32)):
+            assert np.array_equal(exact.softmax_weights(x, scale, bits, table_dtype),
+                                  exact.exp2_weights(expected, bits, table_dtype))
+
+
 def tiny_float_prior(seed: int = 0, head_gain: float = 50.0):
     torch.manual_seed(seed)
     prior = build_prior(PriorConfig(**{**TINY_PRIOR.__dict__, "schedule": SCHEDULE}))
