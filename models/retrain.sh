@@ -14,7 +14,8 @@
 # FROM=FOLDER (optional) holds finished parts of an earlier run ({tokenizer,prior,enhancer}.pt, and
 # raster.pt, the raster prior,
 # e.g. docs/retrain-5h, committed so that a run longer than a session can go on in the next): each
-# is copied into WORK/model and its stage skipped.
+# is copied into WORK/model and its stage skipped; NAME-checkpoint.pt (with NAME-best.pt and
+# NAME-metrics.jsonl) resumes a stage that an earlier session stopped (Ctrl-C saves a checkpoint).
 set -euo pipefail
 
 WORK=${1:-retrain}
@@ -31,6 +32,18 @@ done
 if [ -n "${FROM:-}" ] && [ -e "$FROM/raster.pt" ] && [ ! -e "$WORK/raster.pt" ]; then
     cp "$FROM/raster.pt" "$WORK/raster.pt"  # the raster prior the group prior starts from
 fi
+# A stage stopped mid-run in an earlier session (FROM/NAME-checkpoint.pt, with NAME-best.pt and
+# NAME-metrics.jsonl beside it) goes on from its checkpoint, in a run folder of its own.
+for name in tokenizer raster groups enhancer; do
+    if [ -n "${FROM:-}" ] && [ -e "$FROM/$name-checkpoint.pt" ] && [ ! -e "$WORK/$name.pt" ] \
+            && ! ls "$WORK/ckpt-$name"/*/checkpoint.pt > /dev/null 2>&1; then
+        run=$WORK/ckpt-$name/from-earlier-session
+        mkdir -p "$run"
+        cp "$FROM/$name-checkpoint.pt" "$run/checkpoint.pt"
+        if [ -e "$FROM/$name-best.pt" ]; then cp "$FROM/$name-best.pt" "$run/best.pt"; fi
+        if [ -e "$FROM/$name-metrics.jsonl" ]; then cp "$FROM/$name-metrics.jsonl" "$run/metrics.jsonl"; fi
+    fi
+done
 log() { printf '%s %s\n' "$(date -u +%FT%TZ)" "$*" | tee -a "$WORK/stages.log"; }
 
 # train KIND NAME OPTIONS...: one `stkc train` run whose checkpoints live in WORK/ckpt-NAME; its
