@@ -200,9 +200,15 @@ def compare_with_webp(reference: np.ndarray, stkc_bytes: int, psnr: float) -> Co
     return Comparison(stkc_bytes, psnr, webp, (WEBP_QUALITIES[high], *point(high)))
 
 
-def assess(image: Image.Image, encoded, limits: Limits, header) -> tuple[Comparison, Signals]:
+def assess(image: Image.Image, encoded, limits: Limits, header, *, compare: bool = False
+           ) -> tuple[Comparison | None, Signals]:
     """An image, its `codec.Encoded` (with pixels and base) and the file's parsed header -> the
-    comparison with WebP and the image's Signals, in RGB."""
+    comparison with WebP and the image's Signals, in RGB. The comparison (about five WebP encodes,
+    as long as a tenth of the frame's coding) decides nothing: it is made for a flagged image,
+    whose warning gives WebP's figures, or when `compare` asks for it (a report); else None."""
     reference = np.asarray(image.convert("RGB"))
-    comparison = compare_with_webp(reference, len(encoded.data), psnr_rgb(reference, encoded.pixels))
-    return comparison, limits.signals(reference, encoded.base, header.payload_bytes, math.prod(header.grid))
+    signals = limits.signals(reference, encoded.base, header.payload_bytes, math.prod(header.grid))
+    comparison = None
+    if compare or limits.reasons(signals):
+        comparison = compare_with_webp(reference, len(encoded.data), psnr_rgb(reference, encoded.pixels))
+    return comparison, signals

@@ -161,6 +161,21 @@ def test_compress_flags_images_unlike_frames_and_names_webp(runner, workdir, tin
     assert "unusual" not in record and "psnr" not in record and "Warning" not in result.stderr
 
 
+def test_webp_is_swept_only_for_a_warning_or_a_report(runner, workdir, tiny_model_dir, monkeypatch):
+    """The comparison with WebP decides nothing: a frame that is not flagged is not compared
+    unless --json asks for its figures; a flagged one is, for its warning."""
+    swept = []
+    original = domain.compare_with_webp
+    monkeypatch.setattr(domain, "compare_with_webp", lambda *args: swept.append(1) or original(*args))
+    assert invoke(runner, ["compress", "kart.png", "-o", "k.stkc", "--model", tiny_model_dir]).exit_code == 0
+    assert swept == []
+    result = invoke(runner, ["compress", "kart.png", "-o", "k.stkc", "--force", "--json", "--model", tiny_model_dir])
+    assert swept == [1] and json.loads(result.stdout)[0]["webp_nearest"]["bytes"] > 0
+    Image.fromarray(flat_artwork()).save("logo.png")
+    result = invoke(runner, ["compress", "logo.png", "--model", tiny_model_dir])
+    assert result.exit_code == 0 and swept == [1, 1] and "WebP -q" in result.stderr
+
+
 def test_one_large_image_shows_its_steps(runner, workdir, tiny_model_dir, monkeypatch):
     from stkcodec import cli_codec
 
