@@ -26,7 +26,9 @@ from .memory import release_free_memory
 
 CHUNK_TILES = 16  # part of the format: it fixes the order of the symbols
 MAX_BATCH_TILES = 64  # tiles per batched KV-cache decoding step (speed only)
-ENCODE_BATCH_TILES = 8  # tiles per encoder pass, or one chunk's if more (speed and memory only: the same bytes)
+# tiles per encoder pass, or one chunk's if more (speed and memory only: the same bytes); 16
+# frames of a batch in one pass code about 10% faster than in passes of 8
+ENCODE_BATCH_TILES = 16
 ENCODE_POSITIONS = 150  # positions per range-coder call when encoding (memory only: the same bytes)
 
 Tile = tuple[int, int, int, int]  # row0, row1, col0, col1 on the token grid
