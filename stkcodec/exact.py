@@ -120,8 +120,7 @@ ROUNDING_BITS = int(np.array(ROUNDING).view(np.int64))
 def _softmax_exponents(values: np.ndarray, scale: float) -> torch.Tensor:
     factor = scale * LOG2_E * EXP_STEPS  # as to_exponents forms it
     values = torch.from_numpy(values)
-    rounded = values.to(torch.float64) if values.dtype != torch.float64 else values.clone()
-    rounded.mul_(factor).add_(ROUNDING)
+    rounded = torch.mul(values.to(torch.float64), factor).add_(ROUNDING)  # a new array, in float64
     top = values.amax(-1, keepdim=True).to(torch.float64).mul_(factor).add_(ROUNDING)
     exponents = rounded.view(torch.int64)
     return torch.sub(top.view(torch.int64), exponents, out=exponents)
@@ -183,10 +182,6 @@ def _rounded_tensor(x: np.ndarray, step: float, peak: int) -> torch.Tensor:
     """round(x / step) within ±peak, in PyTorch's element-wise kernels (both cores, one pass
     each, in place): IEEE division and rounding half to even, the same values as NumPy's."""
     return torch.div(torch.from_numpy(x), step).round_().clamp_(-peak, peak)
-
-
-def _rounded(x: np.ndarray, step: float, peak: int) -> np.ndarray:
-    return _rounded_tensor(x, step, peak).numpy()
 
 
 def quantise(x: np.ndarray, step: float, peak: int = INT8) -> np.ndarray:
@@ -389,21 +384,16 @@ class ExactTokenPrior:
         range coder reads. Exactly reproducible: see the module docstring."""
         return softmax_weights(logits, self.logit_scale, PROBABILITY_BITS)
 
-    def coding_weights(self, tokens: np.ndarray, margins: np.ndarray | None = None, choose=None
-                       ) -> tuple[np.ndarray, np.ndarray]:
-        """Token grids (B, h, w) -> (the grids to code, their weights (B, h*w, vocab), raster order).
-        `choose` (rdo.chooser) may replace tokens as they are coded, given their `margins`
-        (B, h, w, bits); this prior codes them as they are (a group prior overrides it)."""
-        return np.asarray(tokens, dtype=np.int64), self.weights(self.coding_logits(tokens))
-
     def coding_groups(self, tokens: np.ndarray, margins: np.ndarray | None = None, choose=None):
-        """What an encoder codes, a group of cells at a time in coding order: (raster cells (m,),
-        the tokens coded there (B, m), their weights (B, m, vocab)). This prior's one group is every
-        cell, from teacher-forced passes of TEACHER_FORCED_TILES grids (its attention scores are
-        (B, heads, T, T)); it codes the tokens as they are (a group prior overrides it)."""
+        """What an encoder codes, a group of cells at a time in coding order, from token grids
+        (B, h, w): (raster cells (m,), the tokens coded there (B, m), their weights (B, m, vocab)).
+        `choose` (rdo.chooser) may replace tokens as they are coded, given their `margins`
+        (B, h, w, bits). This prior's one group is every cell, from teacher-forced passes of
+        TEACHER_FORCED_TILES grids (its attention scores are (B, heads, T, T)); it codes the tokens
+        as they are (a group prior overrides it)."""
         tokens = np.asarray(tokens, dtype=np.int64)
         batch, rows, cols = tokens.shape
-        weights = np.concatenate([self.coding_weights(tokens[start : start + TEACHER_FORCED_TILES])[1]
+        weights = np.concatenate([self.weights(self.coding_logits(tokens[start : start + TEACHER_FORCED_TILES]))
                                   for start in range(0, batch, TEACHER_FORCED_TILES)])
         yield self.symbol_order(rows, cols), tokens.reshape(batch, rows * cols), weights
 
@@ -507,17 +497,6 @@ class ExactGroupPrior(ExactTokenPrior):
             before = tile.members(group - 1) if group else None
             yield tile.members(group), self.group_step(flat[:, before] if group else None, before,
                                                        tile.members(group), cols, cache)
-
-    def coding_weights(self, tokens: np.ndarray, margins: np.ndarray | None = None, choose=None
-                       ) -> tuple[np.ndarray, np.ndarray]:
-        """As `coding_logits`, as the coder's weights; with `choose` (rdo.chooser), each group's
-        tokens are chosen from its weights before the next group sees them as context."""
-        batch, rows, cols = np.shape(tokens)
-        coded = np.empty((batch, rows * cols), dtype=np.int64)
-        weights = np.empty((batch, rows * cols, self.config.vocab_size))
-        for cells, chosen, group_weights in self.coding_groups(tokens, margins, choose):
-            coded[:, cells], weights[:, cells] = chosen, group_weights
-        return coded.reshape(batch, rows, cols), weights
 
     def coding_groups(self, tokens: np.ndarray, margins: np.ndarray | None = None, choose=None):
         """The decoder's own group steps, one group at a time (so an encoder holds one group's

@@ -44,7 +44,7 @@ def token_signs(bits: int) -> np.ndarray:
 
 def chooser(lam: float):
     """`choose(weights, tokens, margins, exponents=None) -> tokens` for
-    ExactTokenPrior.coding_weights: weights (B, m, V) of a group's cells, the tokenizer's tokens
+    ExactTokenPrior.coding_groups: weights (B, m, V) of a group's cells, the tokenizer's tokens
     (B, m) and their margins (B, m, bits); `exponents`, where given, are the weights' indices
     into the exp2 table (exact.softmax_exponents), whose logarithms are a lookup (the same values)."""
     def choose(weights: np.ndarray, tokens: np.ndarray, margins: np.ndarray,
